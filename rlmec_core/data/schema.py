@@ -9,3 +9,30 @@ from datasets import Features, Value
 # gold_answer: the bare answer; source: e.g. "synthetic", "gsm8k", "svamp", "qa".
 RECORD_FIELDS = ("id", "question", "gold_solution", "gold_answer", "source")
 RECORD_FEATURES = Features({name: Value("string") for name in RECORD_FIELDS})
+
+# One collected solution y of the policy (stage 1). sample_id = f"{problem_id}/{j}".
+SAMPLE_FEATURES = Features(
+    {
+        "sample_id": Value("string"),
+        "problem_id": Value("string"),
+        "question": Value("string"),
+        "gold_solution": Value("string"),
+        "gold_answer": Value("string"),
+        "source": Value("string"),
+        "prediction": Value("string"),  # y, the generated solution text (no EOS token)
+        "predicted_answer": Value("string"),  # "" when none could be extracted
+        "correct": Value("bool"),
+    }
+)
+
+# Stage 2 adds, per sample: the teacher's verdict and the minimum-edit rewrite.
+# teacher_status: "correct" (y was right; error_step -1, rewrite = y), "kept" (rewrite
+# reaches the gold answer), "abstained", or "wrong_answer" (rewrite missed the gold answer).
+DISTILLED_FEATURES = Features(
+    {
+        **SAMPLE_FEATURES,
+        "error_step": Value("int32"),
+        "rewrite": Value("string"),
+        "teacher_status": Value("string"),
+    }
+)
