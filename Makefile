@@ -1,0 +1,38 @@
+# Quick start: `make run` (the default offline pipeline) and `make test`.
+# Both create .venv with Python 3.11 and install the pinned versions first.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= configs/tiny.yaml
+WORKSPACE ?= workspace
+
+.PHONY: setup run test lint format bench clean
+
+$(BIN)/rlmec: pyproject.toml requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c requirements/constraints.txt -e '.[dev]'
+	touch $(BIN)/rlmec
+
+setup: $(BIN)/rlmec
+
+run: setup
+	$(BIN)/rlmec run --config $(CONFIG) --workspace $(WORKSPACE)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/pytest -q
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: setup
+	$(BIN)/python benchmarks/arithmetic_teacher.py
+	$(BIN)/python benchmarks/edit_weights.py
+
+clean:
+	rm -rf $(WORKSPACE) .pytest_cache .ruff_cache

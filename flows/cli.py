@@ -1,0 +1,128 @@
+"""The `rlmec` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from flows.environment import configure_environment
+
+STAGE_NAMES = (
+    "data",
+    "bootstrap",
+    "collect",
+    "distill",
+    "train_grm",
+    "annotate",
+    "train_policy",
+    "evaluate",
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlmec",
+        description=(
+            "RLMEC: fine-grained RL for LLM reasoning with a minimum-edit generative reward "
+            "model, as a Prefect pipeline tracked in MLflow."
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run the pipeline (cached stages are reused)",
+        description=(
+            "Run the pipeline stages in order: " + " → ".join(STAGE_NAMES) + ". Stages whose "
+            "config, inputs and code are unchanged are taken from the cache. Ends with one "
+            "line per stage: its name, ran/cached/..., its artifact id and wall time."
+        ),
+    )
+    run.add_argument(
+        "--config", default="configs/tiny.yaml", help="YAML config (default: %(default)s)"
+    )
+    run.add_argument("--until", choices=STAGE_NAMES, help="stop after this stage")
+    run.add_argument(
+        "--force", choices=STAGE_NAMES, help="re-run this stage and those after it even if cached"
+    )
+    run.add_argument(
+        "--workspace",
+        default="workspace",
+        help="artifacts, tracking and caches (default: %(default)s)",
+    )
+    run.add_argument("--json", action="store_true", help="print the stage table as JSON")
+
+    lineage = sub.add_parser(
+        "lineage",
+        help="show where an artifact came from",
+        description=(
+            "Print an artifact's ancestry back to the raw data: for each artifact its stage, "
+            "kind, config hash, code fingerprint, Prefect flow/task run ids and MLflow run id."
+        ),
+    )
+    lineage.add_argument("artifact_id", help="an artifact id (a unique prefix is enough)")
+    lineage.add_argument("--workspace", default="workspace", help="(default: %(default)s)")
+    lineage.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    configure_environment(args.workspace)
+    from flows.pipeline import rlmec_pipeline  # after the environment is set
+    from rlmec_core.config import ConfigError, load_config
+
+    try:
+        load_config(args.config)  # fail fast, before Prefect starts, with the field's path
+    except ConfigError as exc:
+        print(f"rlmec: {exc}", file=sys.stderr)
+        return 2
+    reports = rlmec_pipeline(
+        config_path=args.config, workspace=args.workspace, until=args.until, force=args.force
+    )
+    if args.json:
+        print(json.dumps(reports, indent=2))
+        return 0
+    print()
+    for report in reports:
+        artifact = report["artifact"] or "-"
+        seconds = f"{report['seconds']:.1f}s" if report["status"] in ("ran", "cached") else ""
+        print(f"{report['stage']:<13} {report['status']:<16} {artifact:<22} {seconds}")
+    return 0
+
+
+def _cmd_lineage(args: argparse.Namespace) -> int:
+    from storage.store import ArtifactNotFoundError, ArtifactStore
+
+    store = ArtifactStore(args.workspace)
+    try:
+        chain = store.lineage(store.resolve(args.artifact_id))
+    except ArtifactNotFoundError as exc:
+        print(f"rlmec: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps([m.to_json() for m in chain], indent=2))
+        return 0
+    for m in chain:
+        parents = ", ".join(m.parents) or "(raw data)"
+        print(f"{m.id}  {m.stage} ({m.kind})  created {m.created_at}")
+        print(f"    parents:          {parents}")
+        print(f"    config hash:      {m.config_hash}")
+        print(f"    code fingerprint: {m.code_fingerprint}")
+        print(
+            f"    prefect:          flow run {m.prefect_flow_run_id}, task run {m.prefect_task_run_id}"
+        )
+        print(f"    mlflow run:       {m.mlflow_run_id}")
+        for source in m.extra.get("summary", {}).get("sources", []):
+            print(f"    source:           {json.dumps(source, sort_keys=True)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handlers = {"run": _cmd_run, "lineage": _cmd_lineage}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

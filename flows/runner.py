@@ -1,0 +1,159 @@
+"""Runs the stages of one pipeline run in order and records what each one did."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+from prefect.runtime import flow_run
+
+from rlmec_core.config import STAGES, PipelineConfig
+from storage.atomic import write_json_atomic
+from tasks import tracking
+from tasks.context import RunContext
+
+RAN, CACHED, FAILED, NOT_REACHED, NOT_IMPLEMENTED, SKIPPED = (
+    "ran",
+    "cached",
+    "failed",
+    "not reached",
+    "not implemented",
+    "skipped",
+)
+
+
+@dataclass
+class StageReport:
+    stage: str
+    status: str
+    artifact: str | None = None
+    seconds: float = 0.0
+
+
+class StageRunner:
+    def __init__(self, ctx: RunContext, until: str | None, force: str | None):
+        for name, value in (("--until", until), ("--force", force)):
+            if value is not None and value not in STAGES:
+                raise ValueError(f"{name} {value!r}: stages are {', '.join(STAGES)}")
+        self.ctx = ctx
+        self.until = until
+        self.force_from = STAGES.index(force) if force else None
+        self.reports: list[StageReport] = []
+        self._stopped = False
+
+    def _record(self, report: StageReport) -> None:
+        self.reports.append(report)
+        client = MlflowClient(self.ctx.mlflow_tracking_uri)
+        tracking.set_tags(
+            client,
+            self.ctx.mlflow_parent_run_id,
+            {
+                f"stage.{report.stage}.status": report.status,
+                f"stage.{report.stage}.artifact": report.artifact,
+            },
+        )
+        if report.status in (RAN, CACHED):
+            tracking.log_metrics(
+                client, self.ctx.mlflow_parent_run_id, {f"{report.stage}.seconds": report.seconds}
+            )
+
+    def run(self, stage_task: Any, parents: dict[str, Any], extra_key: str = "") -> dict | None:
+        """Run (or take from cache) one stage; None when it is not reached."""
+        stage = stage_task.name
+        if self._stopped or any(ref is None for ref in parents.values()):
+            self._record(StageReport(stage, NOT_REACHED))
+            return None
+        section = self.ctx.config.stage(stage)
+        forced = self.force_from is not None and STAGES.index(stage) >= self.force_from
+        started = time.perf_counter()
+        ref, cached = self._submit(stage_task, section, parents, extra_key, refresh=forced)
+        if cached and not self.ctx.store.exists(ref["id"]):
+            # The cache remembers an artifact that was deleted from the store: recompute.
+            ref, cached = self._submit(stage_task, section, parents, extra_key, refresh=True)
+        status = SKIPPED if ref["kind"] == "model_ref" else CACHED if cached else RAN
+        self._record(StageReport(stage, status, ref["id"], time.perf_counter() - started))
+        if stage == self.until:
+            self._stopped = True
+        return ref
+
+    def _submit(self, stage_task, section, parents, extra_key, *, refresh: bool):
+        configured = stage_task.with_options(
+            retries=section.retries,
+            retry_delay_seconds=section.retry_delay_seconds,
+            refresh_cache=True if refresh else None,
+        )
+        state = configured(self.ctx, parents, extra_key, return_state=True)
+        if not state.is_completed():
+            self._record(StageReport(stage_task.name, FAILED))
+            state.result()  # raises the stage's error
+        return state.result(), state.name == "Cached"
+
+    def not_implemented(self, stage: str) -> None:
+        self._record(StageReport(stage, NOT_REACHED if self._stopped else NOT_IMPLEMENTED))
+        self._stopped = True
+
+
+@contextmanager
+def pipeline_run(
+    config: PipelineConfig,
+    workspace: str | Path,
+    config_path: str,
+    until: str | None = None,
+    force: str | None = None,
+) -> Iterator[StageRunner]:
+    """Open the MLflow parent run, run the stages, and close it with the right status."""
+    workspace = Path(workspace).resolve()
+    workspace.mkdir(parents=True, exist_ok=True)
+    uri = config.tracking.mlflow_tracking_uri or tracking.default_tracking_uri(workspace)
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = tracking.ensure_experiment(client, config.tracking.experiment, workspace)
+    prefect_run_id = str(flow_run.id) if flow_run.id else None
+    parent = client.create_run(
+        experiment_id,
+        run_name=f"{config.run.name}-{flow_run.name or 'local'}",
+        tags={
+            "rlmec.config_path": config_path,
+            "rlmec.config_hash": config.config_hash(),
+            "rlmec.workspace": str(workspace),
+            "prefect.flow_run_id": prefect_run_id,
+        },
+    )
+    parent_id = parent.info.run_id
+    tracking.log_params(client, parent_id, {"run": config.run.model_dump(mode="json")})
+    client.log_dict(parent_id, config.model_dump(mode="json"), "config.json")
+    ctx = RunContext(
+        config=config,
+        workspace=str(workspace),
+        mlflow_tracking_uri=uri,
+        mlflow_experiment_id=experiment_id,
+        mlflow_parent_run_id=parent_id,
+    )
+    ctx.store.sweep_staging()
+    runner = StageRunner(ctx, until, force)
+    status = "FAILED"
+    try:
+        yield runner
+        status = "FINISHED"
+    finally:
+        _write_run_record(workspace, parent_id, prefect_run_id, config_path, runner, status)
+        client.set_terminated(parent_id, status)
+
+
+def _write_run_record(workspace, parent_id, prefect_run_id, config_path, runner, status) -> None:
+    """A small JSON record per pipeline run, read by `rlmec runs`."""
+    write_json_atomic(
+        workspace / "runs" / f"{parent_id}.json",
+        {
+            "mlflow_run_id": parent_id,
+            "prefect_flow_run_id": prefect_run_id,
+            "config_path": config_path,
+            "status": status,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "stages": [asdict(r) for r in runner.reports],
+        },
+    )

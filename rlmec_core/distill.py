@@ -1,0 +1,260 @@
+"""Stage 2: distil minimum-edit rewrites of the incorrect samples from a teacher.
+
+Teacher calls are slow and may cost money, so every finished sample is checkpointed at
+once: one JSON line, flushed and fsynced, in an append-only shard file. Each run writes
+its own new shard, so a writer killed mid-line can only leave a truncated *last* line in
+its own shard; a rerun reads all shards, skips the samples they hold and continues.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+from rapidfuzz.distance import Levenshtein
+from tqdm.auto import tqdm
+
+from rlmec_core.answers import answers_match
+from rlmec_core.data.schema import DISTILLED_FEATURES, SAMPLE_FEATURES
+from rlmec_core.teachers.base import Teacher
+
+SHARD_GLOB = "shard-*.jsonl"
+TEACHER_STATUSES = ("correct", "kept", "abstained", "wrong_answer")
+
+
+class DistillError(RuntimeError):
+    """The teacher failed on one sample; the samples finished before it are in the shards."""
+
+    def __init__(self, sample_id: str, teacher_name: str, cause: BaseException) -> None:
+        super().__init__(
+            f"teacher {teacher_name!r} failed on sample {sample_id!r}: "
+            f"{type(cause).__name__}: {cause}"
+        )
+        self.sample_id = sample_id
+
+
+def _sample_fields(sample: Mapping[str, Any], index: int) -> dict[str, Any]:
+    """The SAMPLE_FEATURES fields of one input row, in schema order."""
+    missing = [name for name in SAMPLE_FEATURES if name not in sample]
+    if missing:
+        raise ValueError(f"sample {index} lacks field {missing[0]!r} (SAMPLE_FEATURES)")
+    return {name: sample[name] for name in SAMPLE_FEATURES}
+
+
+def _distilled(sample: dict[str, Any], error_step: int, rewrite: str, status: str) -> dict:
+    return {**sample, "error_step": error_step, "rewrite": rewrite, "teacher_status": status}
+
+
+def judge_sample(sample: dict[str, Any], teacher: Teacher) -> dict[str, Any]:
+    """One DISTILLED_FEATURES row; calls the teacher only for an incorrect sample."""
+    if sample["correct"]:
+        return _distilled(sample, -1, sample["prediction"], "correct")
+    verdict = teacher.rewrite(sample["question"], sample["gold_solution"], sample["prediction"])
+    if verdict is None:
+        return _distilled(sample, -1, "", "abstained")
+    # A "no error" verdict on a sample the answer check failed names no step to keep
+    # up to, so there is nothing to learn an error step from: treat it as abstaining.
+    if verdict.error_step < 0:
+        return _distilled(sample, -1, verdict.text, "abstained")
+    status = "kept" if answers_match(verdict.text, sample["gold_answer"]) else "wrong_answer"
+    return _distilled(sample, verdict.error_step, verdict.text, status)
+
+
+def read_shards(shard_dir: Path) -> dict[str, dict[str, Any]]:
+    """Finished rows by sample_id from every shard in ``shard_dir``.
+
+    A line that does not parse is dropped only when it is the last line of its shard
+    (a writer killed mid-write); anywhere else it means corruption and raises.
+    """
+    done: dict[str, dict[str, Any]] = {}
+    for shard in sorted(shard_dir.glob(SHARD_GLOB)):
+        lines = shard.read_text(encoding="utf-8").splitlines()
+        while lines and not lines[-1].strip():
+            lines.pop()
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                if number == len(lines):
+                    break  # truncated by a kill; that sample is simply redone
+                raise ValueError(f"{shard}, line {number}: not valid JSON ({e.msg})") from e
+            if not isinstance(row, dict):
+                raise ValueError(f"{shard}, line {number}: expected a JSON object")
+            missing = [name for name in DISTILLED_FEATURES if name not in row]
+            if missing:
+                raise ValueError(f"{shard}, line {number}, field {missing[0]!r}: missing")
+            if row["teacher_status"] not in TEACHER_STATUSES:
+                raise ValueError(
+                    f"{shard}, line {number}, field 'teacher_status': "
+                    f"unknown {row['teacher_status']!r}"
+                )
+            done.setdefault(row["sample_id"], {name: row[name] for name in DISTILLED_FEATURES})
+    return done
+
+
+class _ShardWriter:
+    """Appends rows to a fresh shard, one durable line each, safe across threads."""
+
+    def __init__(self, shard_dir: Path) -> None:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        self.path = shard_dir / f"shard-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+        self._lock = threading.Lock()
+        self._file = None
+
+    def write(self, row: dict[str, Any]) -> None:
+        line = json.dumps(row, ensure_ascii=False) + "\n"
+        with self._lock:
+            if self._file is None:
+                # Created on first write, so a run with nothing to do leaves no empty shard.
+                self._file = self.path.open("x", encoding="utf-8")
+                _fsync_dir(self.path.parent)
+            self._file.write(line)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_resumed(row: dict[str, Any], sample: dict[str, Any], shard_dir: Path) -> None:
+    """A shard row must come from this very sample, not from an earlier collection."""
+    for name in ("prediction", "gold_answer", "correct"):
+        if row[name] != sample[name]:
+            raise ValueError(
+                f"{shard_dir}: sample {sample['sample_id']!r} was distilled from a different "
+                f"{name} ({row[name]!r} != {sample[name]!r}); use a fresh shard directory"
+            )
+
+
+def distill_rewrites(
+    samples: Iterable[Mapping[str, Any]],
+    teacher: Teacher,
+    shard_dir: Path,
+    *,
+    concurrency: int = 1,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """DISTILLED_FEATURES rows for ``samples`` (SAMPLE_FEATURES rows), in input order.
+
+    Samples already in ``shard_dir`` are not redone. Correct samples never reach the
+    teacher. At most ``concurrency`` teacher calls run at once. If the teacher raises, the
+    calls in flight finish and are saved, then DistillError names the failed sample.
+    """
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    rows = [_sample_fields(sample, i) for i, sample in enumerate(samples)]
+    ids = Counter(row["sample_id"] for row in rows)
+    duplicated = [sample_id for sample_id, n in ids.items() if n > 1]
+    if duplicated:
+        raise ValueError(f"duplicate sample_id {duplicated[0]!r} in the samples")
+
+    shard_dir = Path(shard_dir)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    results = read_shards(shard_dir)
+    for row in rows:
+        if row["sample_id"] in results:
+            _check_resumed(results[row["sample_id"]], row, shard_dir)
+    todo = [row for row in rows if row["sample_id"] not in results]
+
+    writer = _ShardWriter(shard_dir)
+    bar = tqdm(total=len(todo), disable=not progress, desc=f"distil ({teacher.name})")
+    lock = threading.Lock()
+
+    def finish(sample: dict[str, Any]) -> None:
+        try:
+            row = judge_sample(sample, teacher)
+        except Exception as e:
+            raise DistillError(sample["sample_id"], teacher.name, e) from e
+        writer.write(row)
+        with lock:
+            results[sample["sample_id"]] = row
+            bar.update(1)
+
+    try:
+        if concurrency == 1:
+            for sample in todo:
+                finish(sample)
+        else:
+            _run_pool(finish, todo, concurrency)
+    finally:
+        writer.close()
+        bar.close()
+    return [results[row["sample_id"]] for row in rows]
+
+
+def _run_pool(
+    finish: Callable[[dict[str, Any]], None], todo: list[dict[str, Any]], concurrency: int
+) -> None:
+    """``finish`` over ``todo`` in threads; on the first failure, start nothing new."""
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="distil")
+    futures: list[Future[None]] = [pool.submit(finish, sample) for sample in todo]
+    wait(futures, return_when=FIRST_EXCEPTION)
+    # Not yet started calls are dropped; those in flight run to the end and are saved.
+    pool.shutdown(wait=True, cancel_futures=True)
+    for future in futures:
+        if not future.cancelled() and future.exception() is not None:
+            raise future.exception()  # the earliest failed sample in input order
+
+
+def distill_metrics(
+    rows: Iterable[Mapping[str, Any]], token_ids: Callable[[str], list[int]]
+) -> dict[str, float]:
+    """Teacher quality over distilled rows (DISTILLED_FEATURES).
+
+    Rates are over the incorrect samples (kept + abstained + wrong_answer). Over the kept
+    rewrites: a flat histogram ``error_step_<k>``, the mean token edit distance between
+    ``y`` and ``ŷ``, and the mean fraction of ``y``'s tokens the rewrite keeps verbatim
+    (tokens matched as equal by the minimum-edit alignment, over len(y)).
+    """
+    rows = list(rows)
+    status = Counter(row["teacher_status"] for row in rows)
+    incorrect = status["kept"] + status["abstained"] + status["wrong_answer"]
+    metrics: dict[str, float] = {
+        "samples": float(len(rows)),
+        "correct_count": float(status["correct"]),
+        "incorrect_count": float(incorrect),
+        "kept_count": float(status["kept"]),
+        "abstained_count": float(status["abstained"]),
+        "wrong_answer_count": float(status["wrong_answer"]),
+        "teacher_success_rate": status["kept"] / incorrect if incorrect else 0.0,
+        "abstention_rate": status["abstained"] / incorrect if incorrect else 0.0,
+    }
+    kept = [row for row in rows if row["teacher_status"] == "kept"]
+    steps = Counter(int(row["error_step"]) for row in kept)
+    for step in range(max(steps, default=-1) + 1):
+        metrics[f"error_step_{step}"] = float(steps[step])
+
+    distances, fractions = [], []
+    for row in kept:
+        y, y_hat = list(token_ids(row["prediction"])), list(token_ids(row["rewrite"]))
+        distances.append(Levenshtein.distance(y, y_hat))
+        if y:
+            equal = sum(
+                op.src_end - op.src_start
+                for op in Levenshtein.opcodes(y, y_hat)
+                if op.tag == "equal"
+            )
+            fractions.append(equal / len(y))
+    metrics["mean_edit_distance"] = sum(distances) / len(distances) if distances else 0.0
+    metrics["kept_token_fraction"] = sum(fractions) / len(fractions) if fractions else 0.0
+    return metrics

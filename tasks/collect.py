@@ -1,0 +1,35 @@
+"""Stage `collect`: k sampled solutions per training problem, labelled by answer."""
+
+from __future__ import annotations
+
+from rlmec_core.collect import collect_samples
+from rlmec_core.data.io import load_parquet, save_parquet
+from rlmec_core.modeling import load_policy
+from tasks.context import RunContext
+from tasks.models import model_dir
+from tasks.stage import StageIO, StageResult, stage_task
+
+
+@stage_task(
+    "collect",
+    ["rlmec_core.collect", "rlmec_core.generation", "rlmec_core.answers", "rlmec_core.modeling"],
+)
+def collect_task(ctx: RunContext, io: StageIO) -> StageResult:
+    cfg = ctx.config.collect
+    problems = load_parquet(io.inputs["data"] / "train.parquet")
+    if cfg.max_problems is not None:
+        problems = problems.select(range(min(cfg.max_problems, len(problems))))
+    model, tokenizer = load_policy(model_dir(io.inputs["policy"]))
+    samples, metrics = collect_samples(
+        model,
+        tokenizer,
+        problems,
+        k=cfg.k,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
+        seed=ctx.config.run.seed,
+    )
+    save_parquet(samples, io.out / "samples.parquet")
+    return StageResult(kind="samples", metrics=metrics, summary={"n_samples": len(samples)})

@@ -1,0 +1,65 @@
+"""Stage `data`: the training problems and the held-out sets, as Parquet files."""
+
+from __future__ import annotations
+
+import hashlib
+
+from rlmec_core.config import PipelineConfig
+from rlmec_core.data.io import save_parquet
+from rlmec_core.data.loaders import load_eval_file
+from rlmec_core.data.synthetic import synthetic_splits
+from storage.store import hash_file
+from tasks.context import RunContext
+from tasks.stage import StageIO, StageResult, stage_task
+
+
+def input_files_digest(config: PipelineConfig) -> str:
+    """Hash of the data files the stage reads, so editing a file invalidates the cache."""
+    cfg = config.data
+    files = [f for f in [cfg.train_file, *cfg.eval_files] if f is not None]
+    digest = hashlib.sha256()
+    for item in files:
+        path = config.resolve_path(item.path)
+        if not path.is_file():
+            raise FileNotFoundError(f"data.eval_files[{item.name}]: {path} does not exist")
+        digest.update(f"{item.name}\0{hash_file(path)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+@stage_task("data", ["rlmec_core.data.synthetic", "rlmec_core.data.loaders", "rlmec_core.data.io"])
+def data_task(ctx: RunContext, io: StageIO) -> StageResult:
+    cfg = ctx.config.data
+    syn = cfg.synthetic
+    splits = synthetic_splits(
+        seed=ctx.config.run.seed,
+        n_train=syn.n_train,
+        n_dev=syn.n_dev,
+        n_test=syn.n_test,
+        min_steps=syn.min_steps,
+        max_steps=syn.max_steps,
+        max_operand=syn.max_operand,
+        max_value=syn.max_value,
+    )
+    if cfg.train_file is not None:
+        train = load_eval_file(ctx.config.resolve_path(cfg.train_file.path), cfg.train_file.format)
+        if cfg.train_file.limit:
+            train = train.select(range(min(cfg.train_file.limit, len(train))))
+        splits["train"] = train
+    sources = [{"name": "synthetic", "seed": ctx.config.run.seed, **syn.model_dump()}]
+    for item in [cfg.train_file, *cfg.eval_files]:
+        if item is not None:
+            path = ctx.config.resolve_path(item.path)
+            sources.append({"name": item.name, "path": str(path), "sha256": hash_file(path)})
+    metrics: dict[str, float] = {}
+    for split, dataset in splits.items():
+        save_parquet(dataset, io.out / f"{split}.parquet")
+        metrics[f"n_{split}"] = len(dataset)
+    for item in cfg.eval_files:
+        dataset = load_eval_file(ctx.config.resolve_path(item.path), item.format)
+        if item.limit:
+            dataset = dataset.select(range(min(item.limit, len(dataset))))
+        save_parquet(dataset, io.out / "eval" / f"{item.name}.parquet")
+        metrics[f"n_eval_{item.name}"] = len(dataset)
+    return StageResult(
+        kind="dataset", metrics=metrics, summary={"splits": sorted(splits), "sources": sources}
+    )

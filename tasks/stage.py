@@ -1,0 +1,178 @@
+"""Turns a stage function into a cached, retryable, tracked Prefect task.
+
+A stage function has the signature ``fn(ctx, io) -> StageResult``: it reads its parents
+from ``io.inputs``, writes its artifact's files into ``io.out`` and may keep resumable
+state in ``io.scratch``. Everything else (cache key, MLflow child run, manifest, lineage)
+happens here, once, for every stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+from prefect import task
+from prefect.runtime import flow_run, task_run
+
+from storage.manifest import MANIFEST_NAME, Provenance
+from tasks import tracking
+from tasks.context import RunContext
+from tasks.fingerprint import code_fingerprint
+
+ArtifactRef = dict[str, str]  # {"id", "kind", "stage"}: all a task result ever holds
+
+
+class StageError(RuntimeError):
+    """A stage failed; the message names the stage and what to do."""
+
+
+@dataclass
+class StageIO:
+    inputs: dict[str, Path]  # parent role -> artifact folder
+    out: Path  # staging folder for this stage's artifact
+    scratch: Path  # durable folder for checkpoints and shards
+    parent_ids: dict[str, str]
+
+
+@dataclass
+class StageResult:
+    kind: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)  # small facts for the manifest
+
+
+def stage_cache_key(
+    ctx: RunContext,
+    stage: str,
+    parents: Mapping[str, ArtifactRef],
+    code: str,
+    extra: str = "",
+) -> str:
+    payload = {
+        "stage": ctx.config.stage_hash(stage),
+        "parents": {role: ref["id"] for role, ref in sorted(parents.items())},
+        "code": code,
+        "workspace": str(Path(ctx.workspace).resolve()),
+        "extra": extra,
+    }
+    blob = json.dumps(payload, sort_keys=True).encode()
+    return f"{stage}-{hashlib.sha256(blob).hexdigest()[:24]}"
+
+
+def stage_task(
+    stage: str, code_modules: Sequence[str]
+) -> Callable[[Callable[[RunContext, StageIO], StageResult]], Any]:
+    """Decorator: make ``fn(ctx, io)`` the Prefect task of ``stage``."""
+
+    def decorate(fn: Callable[[RunContext, StageIO], StageResult]):
+        modules = (*code_modules, fn.__module__, __name__)
+
+        def cache_key(_context: Any, parameters: dict[str, Any]) -> str:
+            return stage_cache_key(
+                parameters["ctx"],
+                stage,
+                parameters["parents"],
+                code_fingerprint(modules),
+                parameters.get("extra_key", ""),
+            )
+
+        @task(
+            name=stage,
+            cache_key_fn=cache_key,
+            persist_result=True,
+            result_serializer="json",
+        )
+        def run_stage(
+            ctx: RunContext, parents: dict[str, ArtifactRef], extra_key: str = ""
+        ) -> ArtifactRef:
+            key = stage_cache_key(ctx, stage, parents, code_fingerprint(modules), extra_key)
+            return _execute(ctx, stage, fn, parents, code_fingerprint(modules), key)
+
+        run_stage.code_modules = modules
+        return run_stage
+
+    return decorate
+
+
+def _execute(
+    ctx: RunContext,
+    stage: str,
+    fn: Callable[[RunContext, StageIO], StageResult],
+    parents: dict[str, ArtifactRef],
+    fingerprint: str,
+    cache_key: str,
+) -> ArtifactRef:
+    store = ctx.store
+    client = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri)
+    section = ctx.config.stage(stage)
+    prefect_ids = {
+        "prefect.flow_run_id": flow_run.id,
+        "prefect.task_run_id": task_run.id,
+    }
+    run = client.create_run(
+        ctx.mlflow_experiment_id,
+        run_name=stage,
+        tags={
+            "mlflow.parentRunId": ctx.mlflow_parent_run_id,
+            "rlmec.stage": stage,
+            "rlmec.cache_key": cache_key,
+            **{f"rlmec.parent.{role}": ref["id"] for role, ref in parents.items()},
+            **{k: v for k, v in prefect_ids.items() if v},
+        },
+    )
+    run_id = run.info.run_id
+    try:
+        tracking.log_params(client, run_id, section.model_dump(mode="json"))
+        inputs = {role: store.path(ref["id"]) for role, ref in parents.items()}
+        with store.staging() as out:
+            io = StageIO(
+                inputs=inputs,
+                out=out,
+                scratch=ctx.scratch(stage, cache_key),
+                parent_ids={role: ref["id"] for role, ref in parents.items()},
+            )
+            result = fn(ctx, io)
+            manifest = store.commit(
+                out,
+                Provenance(
+                    stage=stage,
+                    kind=result.kind,
+                    parents=tuple(ref["id"] for ref in parents.values()),
+                    config_hash=ctx.config.stage_hash(stage),
+                    code_fingerprint=fingerprint,
+                    prefect_flow_run_id=prefect_ids["prefect.flow_run_id"],
+                    prefect_task_run_id=prefect_ids["prefect.task_run_id"],
+                    mlflow_run_id=run_id,
+                    extra={"summary": result.summary, "metrics": result.metrics},
+                ),
+            )
+        tracking.log_metrics(client, run_id, result.metrics, result.series)
+        tracking.set_tags(
+            client, run_id, {"rlmec.artifact_id": manifest.id, "rlmec.kind": result.kind}
+        )
+        client.log_artifact(run_id, str(store.path(manifest.id) / MANIFEST_NAME))
+        client.set_terminated(run_id, "FINISHED")
+    except BaseException as exc:
+        tracking.set_tags(client, run_id, {"rlmec.error": _short_error(exc)})
+        client.set_terminated(run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        if isinstance(exc, StageError | KeyboardInterrupt | SystemExit):
+            raise
+        raise StageError(
+            f"stage {stage!r} failed: {_short_error(exc)}\n"
+            f"Its partial work is kept in {ctx.scratch(stage, cache_key)} and is resumed on "
+            f"the next `rlmec run` with the same config; see the MLflow run {run_id} and the "
+            "traceback above."
+        ) from exc
+    return {"id": manifest.id, "kind": result.kind, "stage": stage}
+
+
+def _short_error(exc: BaseException) -> str:
+    lines = traceback.format_exception_only(type(exc), exc)
+    return "".join(lines).strip()[:2000]

@@ -1,0 +1,84 @@
+"""MLflow bookkeeping: one parent run per pipeline run, one child run per stage.
+
+Children are linked to the parent by its run id (the ``mlflow.parentRunId`` tag), not by
+MLflow's thread-local active run, so stages on other threads, processes or workers nest.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+_BAD_NAME_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
+MAX_PARAM_LENGTH = 6000
+
+
+def default_tracking_uri(workspace: Path) -> str:
+    return f"sqlite:///{(workspace / 'mlflow.db').resolve()}"
+
+
+def clean_metric_name(name: str) -> str:
+    """MLflow accepts letters, digits, ``_ - . /`` and spaces in names."""
+    return _BAD_NAME_CHARS.sub("_", name)
+
+
+def flatten(payload: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in payload.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:MAX_PARAM_LENGTH]
+    return flat
+
+
+def ensure_experiment(client: MlflowClient, name: str, workspace: Path) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    # Without an explicit location a sqlite-backed store writes artifacts to ./mlruns.
+    location = (workspace / "mlartifacts").resolve().as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+def log_metrics(
+    client: MlflowClient,
+    run_id: str,
+    metrics: Mapping[str, float],
+    series: Mapping[str, list[tuple[int, float]]] | None = None,
+) -> None:
+    import time
+
+    now = int(time.time() * 1000)
+    batch = [
+        Metric(clean_metric_name(k), float(v), now, 0) for k, v in metrics.items() if _is_number(v)
+    ]
+    for name, points in (series or {}).items():
+        batch.extend(
+            Metric(clean_metric_name(name), float(v), now, int(step))
+            for step, v in points
+            if _is_number(v)
+        )
+    for start in range(0, len(batch), 900):  # MLflow caps a batch at 1000 entries
+        client.log_batch(run_id, metrics=batch[start : start + 900])
+
+
+def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
+    items = [Param(k, v) for k, v in flatten(params).items()]
+    for start in range(0, len(items), 90):  # MLflow caps params per batch at 100
+        client.log_batch(run_id, params=items[start : start + 90])
+
+
+def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, Any]) -> None:
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items() if v is not None])
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,13 @@
+"""Test-wide isolation: no hub, no user Prefect state, no stray MLflow stores."""
+
+import os
+import tempfile
+from pathlib import Path
+
+_PREFECT_HOME = Path(tempfile.mkdtemp(prefix="rlmec-test-prefect-"))
+os.environ["PREFECT_HOME"] = str(_PREFECT_HOME)
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = str(_PREFECT_HOME / "results")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"

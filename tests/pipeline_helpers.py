@@ -1,0 +1,36 @@
+"""Run the real `rlmec` CLI in a subprocess and read its stage table."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, prefect_home: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(prefect_home),
+        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(prefect_home / "results"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def stage_table(result: subprocess.CompletedProcess) -> dict[str, dict]:
+    """{stage: report} from the JSON table `rlmec run --json` prints last."""
+    assert result.returncode == 0, f"rlmec failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    start = result.stdout.rindex("\n[") + 1 if "\n[" in result.stdout else result.stdout.index("[")
+    return {report["stage"]: report for report in json.loads(result.stdout[start:])}

@@ -1,0 +1,73 @@
+from pathlib import Path
+
+import pytest
+
+from rlmec_core.config import STAGES, ConfigError, PipelineConfig, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["tiny", "micro"])
+def test_shipped_configs_load(name):
+    config = load_config(REPO / "configs" / f"{name}.yaml")
+    assert config.run.name == name
+    for item in config.data.eval_files:
+        assert config.resolve_path(item.path).is_file(), item.path
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_unknown_key_names_file_and_field_path(tmp_path):
+    path = write(tmp_path, "collect:\n  tempreature: 0.5\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+    assert "collect.tempreature: unknown key" in str(err.value)
+
+
+def test_bad_value_names_field_path(tmp_path):
+    path = write(tmp_path, "collect:\n  k: 0\ndata:\n  synthetic:\n    n_train: many\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert "collect.k:" in message and "greater than or equal to 1" in message
+    assert "data.synthetic.n_train:" in message
+
+
+def test_chat_teacher_requires_endpoint_and_never_holds_a_key(tmp_path):
+    path = write(tmp_path, "distill:\n  teacher:\n    kind: chat\n    model: m\n")
+    with pytest.raises(ConfigError, match=r"distill\.teacher\.chat\.base_url"):
+        load_config(path)
+    path = write(tmp_path, "distill:\n  teacher:\n    kind: chat\n    model: m\n    api_key: sk-x\n")
+    with pytest.raises(ConfigError, match=r"api_key: unknown key"):
+        load_config(path)
+
+
+def test_not_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "collect: [unclosed\n"))
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(write(tmp_path, "- a\n- b\n"))
+
+
+def test_stage_hash_ignores_operational_fields_and_other_stages():
+    base = PipelineConfig()
+    retried = PipelineConfig.model_validate({"collect": {"retries": 3, "timeout_seconds": 9}})
+    hotter = PipelineConfig.model_validate({"collect": {"temperature": 1.0}})
+    assert base.stage_hash("collect") == retried.stage_hash("collect")
+    assert base.stage_hash("collect") != hotter.stage_hash("collect")
+    assert all(base.stage_hash(s) == hotter.stage_hash(s) for s in STAGES if s != "collect")
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path):
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "c.yaml"
+    path.write_text("data:\n  eval_files:\n    - {name: g, path: ../g.jsonl}\n")
+    config = load_config(path)
+    assert config.resolve_path(config.data.eval_files[0].path) == tmp_path / "g.jsonl"
