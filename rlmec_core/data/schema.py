@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datasets import Features, Value
+from datasets import Features, Sequence, Value
 
 # id: stable within its source; question: the problem text (QA options included);
 # gold_solution: one step per line, last line "The answer is <answer>";
@@ -34,5 +34,28 @@ DISTILLED_FEATURES = Features(
         "error_step": Value("int32"),
         "rewrite": Value("string"),
         "teacher_status": Value("string"),
+    }
+)
+
+# Stage 4's output, one row per kept sample: what policy training reads. Prompt and
+# response are tokenised separately and concatenated, so response_ids are exactly the
+# tokens rewards, reference log-probs and training refer to. Per-token lists line up
+# one-to-one: len(rewards) == len(ref_logprobs) == len(response_ids), and
+# len(target_weights) == len(target_ids). Responses end with the EOS token.
+RL_FEATURES = Features(
+    {
+        "sample_id": Value("string"),
+        "problem_id": Value("string"),
+        "correct": Value("bool"),
+        "prediction": Value("string"),  # y
+        "rewrite": Value("string"),  # ŷ: the GRM's minimally-edited rewrite (y when correct)
+        "grm_error_step": Value("int32"),  # the GRM's first error step (-1: correct)
+        "teacher_error_step": Value("int32"),  # the teacher's, for measuring reward quality
+        "prompt_ids": Sequence(Value("int32")),
+        "response_ids": Sequence(Value("int32")),  # y + EOS
+        "rewards": Sequence(Value("float32")),
+        "ref_logprobs": Sequence(Value("float32")),
+        "target_ids": Sequence(Value("int32")),  # ŷ + EOS
+        "target_weights": Sequence(Value("float32")),
     }
 )
