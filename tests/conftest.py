@@ -1,4 +1,8 @@
-"""Test-wide isolation: no hub, no user Prefect state, no stray MLflow stores."""
+"""Test-wide isolation: no hub, no user Prefect state, no stray MLflow stores.
+
+Prefect reads its settings when it is first imported, so they are set here, before any
+test module imports it; subprocesses started by tests inherit the same result store.
+"""
 
 import os
 import tempfile
@@ -7,6 +11,8 @@ from pathlib import Path
 _PREFECT_HOME = Path(tempfile.mkdtemp(prefix="rlmec-test-prefect-"))
 os.environ["PREFECT_HOME"] = str(_PREFECT_HOME)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"
+os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = str(_PREFECT_HOME / "results")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"

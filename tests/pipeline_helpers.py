@@ -15,7 +15,6 @@ def run_cli(*args: str, prefect_home: Path, timeout: float = 600) -> subprocess.
     env = {
         **os.environ,
         "PREFECT_HOME": str(prefect_home),
-        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(prefect_home / "results"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
     }
@@ -27,6 +26,19 @@ def run_cli(*args: str, prefect_home: Path, timeout: float = 600) -> subprocess.
         text=True,
         timeout=timeout,
     )
+
+
+def run_in_process(*args: str) -> subprocess.CompletedProcess:
+    """The same CLI entry point, in this process: one Prefect server serves every run."""
+    import contextlib
+    import io
+
+    from flows.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(list(args))
+    return subprocess.CompletedProcess(args, code, out.getvalue(), "")
 
 
 def stage_table(result: subprocess.CompletedProcess) -> dict[str, dict]:
