@@ -43,6 +43,8 @@ def run_in_process(*args: str) -> subprocess.CompletedProcess:
 
 def stage_table(result: subprocess.CompletedProcess) -> dict[str, dict]:
     """{stage: report} from the JSON table `rlmec run --json` prints last."""
-    assert result.returncode == 0, f"rlmec failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    assert result.returncode == 0, (
+        f"rlmec failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    )
     start = result.stdout.rindex("\n[") + 1 if "\n[" in result.stdout else result.stdout.index("[")
     return {report["stage"]: report for report in json.loads(result.stdout[start:])}

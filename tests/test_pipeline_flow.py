@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -25,8 +24,15 @@ def first_run(tmp_path_factory):
     text = config.read_text().replace("../tests/fixtures/", str(REPO / "tests" / "fixtures") + "/")
     config.write_text(text)
     result = run_cli(
-        "run", "--config", str(config), "--until", "collect", "--workspace", str(workspace),
-        "--json", prefect_home=home,
+        "run",
+        "--config",
+        str(config),
+        "--until",
+        "collect",
+        "--workspace",
+        str(workspace),
+        "--json",
+        prefect_home=home,
     )
     return root, home, workspace, config, stage_table(result)
 
@@ -42,8 +48,16 @@ def test_first_run_runs_each_stage_and_stops_at_until(first_run):
 def test_second_run_is_all_cache_hits_with_identical_ids(first_run):
     _, home, workspace, config, table = first_run
     again = stage_table(
-        run_in_process("run", "--config", str(config), "--until", "collect", "--workspace",
-                       str(workspace), "--json")
+        run_in_process(
+            "run",
+            "--config",
+            str(config),
+            "--until",
+            "collect",
+            "--workspace",
+            str(workspace),
+            "--json",
+        )
     )
     for stage in UPSTREAM:
         assert again[stage]["status"] == "cached", stage
@@ -56,8 +70,16 @@ def test_changing_collect_temperature_reruns_collect_only(first_run):
     hotter.write_text(config.read_text().replace("temperature: 1.0", "temperature: 0.5"))
     assert hotter.read_text() != config.read_text()
     changed = stage_table(
-        run_in_process("run", "--config", str(hotter), "--until", "collect", "--workspace",
-                       str(workspace), "--json")
+        run_in_process(
+            "run",
+            "--config",
+            str(hotter),
+            "--until",
+            "collect",
+            "--workspace",
+            str(workspace),
+            "--json",
+        )
     )
     assert changed["data"]["status"] == changed["bootstrap"]["status"] == "cached"
     assert changed["bootstrap"]["artifact"] == table["bootstrap"]["artifact"]
@@ -68,8 +90,18 @@ def test_changing_collect_temperature_reruns_collect_only(first_run):
 def test_force_reruns_a_stage_and_those_after_it(first_run):
     _, home, workspace, config, table = first_run
     forced = stage_table(
-        run_in_process("run", "--config", str(config), "--until", "collect", "--force",
-                       "bootstrap", "--workspace", str(workspace), "--json")
+        run_in_process(
+            "run",
+            "--config",
+            str(config),
+            "--until",
+            "collect",
+            "--force",
+            "bootstrap",
+            "--workspace",
+            str(workspace),
+            "--json",
+        )
     )
     assert forced["data"]["status"] == "cached"
     assert forced["bootstrap"]["status"] == forced["collect"]["status"] == "ran"
@@ -86,9 +118,10 @@ def test_lineage_and_mlflow_records(first_run):
         assert manifest["config_hash"] and manifest["code_fingerprint"]
         assert manifest["prefect_flow_run_id"] and manifest["prefect_task_run_id"]
         assert manifest["mlflow_run_id"]
-    assert chain[0]["parents"] == [table["bootstrap"]["artifact"], table["data"]["artifact"]] or set(
-        chain[0]["parents"]
-    ) == {table["bootstrap"]["artifact"], table["data"]["artifact"]}
+    assert chain[0]["parents"] == [
+        table["bootstrap"]["artifact"],
+        table["data"]["artifact"],
+    ] or set(chain[0]["parents"]) == {table["bootstrap"]["artifact"], table["data"]["artifact"]}
     human = run_cli("lineage", samples[:8], "--workspace", str(workspace), prefect_home=home)
     assert human.returncode == 0 and "code fingerprint" in human.stdout
 
