@@ -64,7 +64,37 @@ def _parser() -> argparse.ArgumentParser:
     lineage.add_argument("artifact_id", help="an artifact id (a unique prefix is enough)")
     lineage.add_argument("--workspace", default="workspace", help="(default: %(default)s)")
     lineage.add_argument("--json", action="store_true", help="machine-readable output")
+    runs = sub.add_parser(
+        "runs",
+        help="list pipeline runs and each stage's status",
+        description=(
+            "List the pipeline runs of a workspace, oldest first: run status, MLflow and "
+            "Prefect run ids, and for each stage ran, cached, failed, skipped or not reached."
+        ),
+    )
+    runs.add_argument("--workspace", default="workspace", help="(default: %(default)s)")
+    runs.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from flows.run_records import load_run_records
+
+    records = load_run_records(args.workspace)
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return 0
+    if not records:
+        print(f"no pipeline runs in {args.workspace}")
+    for record in records:
+        print(
+            f"{record.get('started_at', '?')}  {record['status']:<11} mlflow {record['mlflow_run_id']}"
+            f"  prefect {record['prefect_flow_run_id']}  {record['config_path']}"
+        )
+        for stage in record["stages"]:
+            artifact = stage.get("artifact") or ""
+            print(f"    {stage['stage']:<13} {stage['status']:<16} {artifact}")
+    return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -120,7 +150,7 @@ def _cmd_lineage(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"run": _cmd_run, "lineage": _cmd_lineage}
+    handlers = {"run": _cmd_run, "lineage": _cmd_lineage, "runs": _cmd_runs}
     return handlers[args.command](args)
 
 

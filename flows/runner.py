@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,7 +38,13 @@ class StageReport:
 
 
 class StageRunner:
-    def __init__(self, ctx: RunContext, until: str | None, force: str | None):
+    def __init__(
+        self,
+        ctx: RunContext,
+        until: str | None,
+        force: str | None,
+        on_record: Callable[[], None] = lambda: None,
+    ):
         for name, value in (("--until", until), ("--force", force)):
             if value is not None and value not in STAGES:
                 raise ValueError(f"{name} {value!r}: stages are {', '.join(STAGES)}")
@@ -45,9 +53,11 @@ class StageRunner:
         self.force_from = STAGES.index(force) if force else None
         self.reports: list[StageReport] = []
         self._stopped = False
+        self._on_record = on_record
 
     def _record(self, report: StageReport) -> None:
         self.reports.append(report)
+        self._on_record()
         client = MlflowClient(self.ctx.mlflow_tracking_uri)
         tracking.set_tags(
             client,
@@ -134,26 +144,36 @@ def pipeline_run(
         mlflow_parent_run_id=parent_id,
     )
     ctx.store.sweep_staging()
-    runner = StageRunner(ctx, until, force)
+    record = {
+        "mlflow_run_id": parent_id,
+        "prefect_flow_run_id": prefect_run_id,
+        "config_path": config_path,
+        "config_hash": config.config_hash(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "status": "RUNNING",
+        "started_at": _now(),
+        "finished_at": None,
+        "stages": [],
+    }
+    path = workspace / "runs" / f"{record['started_at'].replace(':', '')}-{parent_id[:8]}.json"
+
+    def save() -> None:
+        # Written after every stage, so a killed run still shows how far it got.
+        record["stages"] = [asdict(r) for r in runner.reports]
+        write_json_atomic(path, record)
+
+    runner = StageRunner(ctx, until, force, on_record=save)
+    save()
     status = "FAILED"
     try:
         yield runner
         status = "FINISHED"
     finally:
-        _write_run_record(workspace, parent_id, prefect_run_id, config_path, runner, status)
+        record.update(status=status, finished_at=_now())
+        save()
         client.set_terminated(parent_id, status)
 
 
-def _write_run_record(workspace, parent_id, prefect_run_id, config_path, runner, status) -> None:
-    """A small JSON record per pipeline run, read by `rlmec runs`."""
-    write_json_atomic(
-        workspace / "runs" / f"{parent_id}.json",
-        {
-            "mlflow_run_id": parent_id,
-            "prefect_flow_run_id": prefect_run_id,
-            "config_path": config_path,
-            "status": status,
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "stages": [asdict(r) for r in runner.reports],
-        },
-    )
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -147,6 +147,9 @@ class TrainGrmSection(StageSection):
     batch_size: Annotated[int, Field(ge=1)] = 16
     warmup_ratio: Annotated[float, Field(ge=0, le=1)] = 0.03
     heldout_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    save_steps: Annotated[int, Field(ge=1)] = 50
+    eval_batch_size: Annotated[int, Field(ge=1)] = 32
+    max_new_tokens: Annotated[int, Field(ge=1)] = 512
 
 
 class AnnotateSection(StageSection):
@@ -162,6 +165,10 @@ class TrainPolicySection(StageSection):
     warmup_ratio: Annotated[float, Field(ge=0, le=1)] = 0.03
     epsilon: Annotated[float, Field(gt=0, lt=1)] = 0.3
     imitation_coef: Annotated[float, Field(ge=0)] = 1.0
+    # The training seed, separate from run.seed so an ablation over seeds reuses every
+    # upstream artifact.
+    seed: int = 0
+    save_steps: Annotated[int, Field(ge=1)] = 50
 
 
 class EvaluateSection(StageSection):

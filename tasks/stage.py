@@ -24,6 +24,15 @@ from storage.manifest import MANIFEST_NAME, Provenance
 from tasks import tracking
 from tasks.context import RunContext
 from tasks.fingerprint import code_fingerprint
+from tasks.time_limit import register, run_with_time_limit
+
+_RAW_FUNCTIONS: dict[str, Callable[..., Any]] = {}
+
+
+def raw_stage_function(stage: str) -> Callable[..., Any]:
+    """The undecorated function of a stage (what a time-limited child process runs)."""
+    return _RAW_FUNCTIONS[stage]
+
 
 ArtifactRef = dict[str, str]  # {"id", "kind", "stage"}: all a task result ever holds
 
@@ -38,6 +47,7 @@ class StageIO:
     out: Path  # staging folder for this stage's artifact
     scratch: Path  # durable folder for checkpoints and shards
     parent_ids: dict[str, str]
+    code_fingerprint: str = ""
 
 
 @dataclass
@@ -73,6 +83,8 @@ def stage_task(
 
     def decorate(fn: Callable[[RunContext, StageIO], StageResult]):
         modules = (*code_modules, fn.__module__, __name__)
+        _RAW_FUNCTIONS[stage] = fn
+        register(stage, fn)
 
         def cache_key(_context: Any, parameters: dict[str, Any]) -> str:
             return stage_cache_key(
@@ -137,8 +149,12 @@ def _execute(
                 out=out,
                 scratch=ctx.scratch(stage, cache_key),
                 parent_ids={role: ref["id"] for role, ref in parents.items()},
+                code_fingerprint=fingerprint,
             )
-            result = fn(ctx, io)
+            if section.timeout_seconds is None:
+                result = fn(ctx, io)
+            else:
+                result = StageResult(**run_with_time_limit(stage, ctx, io, section.timeout_seconds))
             manifest = store.commit(
                 out,
                 Provenance(

@@ -1,0 +1,116 @@
+"""Batched solution sampling from the policy (stage 1 collection and evaluation)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """``texts[i][j]`` is the j-th solution for prompt i (prompt and special tokens removed).
+
+    ``n_generated_tokens`` counts the new tokens up to and including EOS, summed over all
+    sequences, so ``n_generated_tokens / seconds`` is the decoding throughput.
+    """
+
+    texts: list[list[str]]
+    n_generated_tokens: int
+    seconds: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.n_generated_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def _count_new_tokens(new_ids: torch.Tensor, eos_ids: set[int], pad_id: int | None) -> int:
+    """New tokens per row up to and including the first EOS (what the model really emitted)."""
+    total = 0
+    for row in new_ids.tolist():
+        n = 0
+        for token in row:
+            if token in eos_ids:
+                n += 1
+                break
+            if token == pad_id:  # padding after EOS when pad differs from eos
+                break
+            n += 1
+        total += n
+    return total
+
+
+@torch.no_grad()
+def generate_solutions(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    *,
+    num_return_sequences: int,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    batch_size: int,
+    seed: int,
+    progress: bool = True,
+) -> GenerationResult:
+    """Generate ``num_return_sequences`` solutions per prompt with ``model.generate``.
+
+    Prompts are processed in left-padded batches of ``batch_size`` prompts with the KV
+    cache; ``temperature == 0`` means greedy decoding (then all sequences of a prompt are
+    identical, so ask for one). Each batch reseeds from ``seed`` and its index, so the
+    output depends only on the seed, the prompts and ``batch_size``.
+    """
+    if num_return_sequences < 1 or batch_size < 1 or max_new_tokens < 1:
+        raise ValueError(
+            "num_return_sequences, batch_size and max_new_tokens must be >= 1, got "
+            f"{num_return_sequences}, {batch_size}, {max_new_tokens}"
+        )
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+    if tokenizer.pad_token_id is None:
+        raise ValueError("tokenizer has no pad token; load it with rlmec_core.modeling.load_policy")
+    tokenizer.padding_side = "left"  # generation continues from the last column
+
+    eos = model.generation_config.eos_token_id
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    eos_ids = set(eos) if isinstance(eos, list) else {eos}
+    sampling = temperature > 0
+    gen_kwargs: dict = {
+        "max_new_tokens": max_new_tokens,
+        "num_return_sequences": num_return_sequences,
+        "do_sample": sampling,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": sorted(eos_ids),
+        "use_cache": True,
+    }
+    if sampling:
+        gen_kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+    else:  # silence the model's own sampling defaults
+        gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+
+    was_training = model.training
+    model.eval()
+    texts: list[list[str]] = []
+    n_tokens = 0
+    start = time.perf_counter()
+    batches = range(0, len(prompts), batch_size)
+    for index, offset in enumerate(tqdm(batches, desc="generate", disable=not progress)):
+        batch = prompts[offset : offset + batch_size]
+        enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = {k: v.to(model.device) for k, v in enc.items()}
+        torch.manual_seed(seed * 1_000_003 + index)
+        out = model.generate(**enc, **gen_kwargs)
+        new_ids = out[:, enc["input_ids"].shape[1] :]
+        n_tokens += _count_new_tokens(new_ids, eos_ids, tokenizer.pad_token_id)
+        decoded = tokenizer.batch_decode(new_ids, skip_special_tokens=True)
+        for i in range(len(batch)):
+            group = decoded[i * num_return_sequences : (i + 1) * num_return_sequences]
+            texts.append([t.strip() for t in group])
+    if was_training:
+        model.train()
+    return GenerationResult(texts, n_tokens, time.perf_counter() - start)

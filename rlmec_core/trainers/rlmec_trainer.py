@@ -1,0 +1,490 @@
+"""Policy training on annotated samples (stage 5): the RLMEC objective and its ablations.
+
+Each batch goes through the policy twice: prompt + ``y`` for the clipped token-level policy
+gradient ``L_RL``, prompt + ``ŷ`` for the weighted imitation loss ``L_IM``. Both use the
+memory-lean log-probs of :mod:`rlmec_core.logprobs`, so no float32 copy of the full-vocabulary
+logits is ever built. The Trainer does devices, distribution, checkpoints and scheduling.
+
+Variants (the paper's baselines and ablations):
+
+* ``rlmec``: ``L_RL + λ · L_IM`` with the GRM's token rewards;
+* ``no_imitation``: ``λ = 0``; ``ŷ`` is never run through the policy;
+* ``no_token_reward``: every token of ``y`` gets the instance-level reward (+0.5 / -0.1);
+* ``rft``: supervised training on the correct samples' ``y`` and the rewrites ``ŷ`` of the
+  wrong ones (mean token NLL, every token weight 1);
+* ``sft``: the initial policy, untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import torch
+from transformers import (
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PrinterCallback,
+    Trainer,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+from rlmec_core.logprobs import HeadMode, response_logprobs
+from rlmec_core.losses import DEFAULT_EPSILON, DEFAULT_IMITATION_COEF, rlmec_loss_terms
+from rlmec_core.rewards import instance_rewards
+from rlmec_core.trainers.sft import _ListDataset, _training_arguments
+
+logger = logging.getLogger(__name__)
+
+Variant = Literal["rlmec", "no_imitation", "no_token_reward", "rft", "sft"]
+VARIANTS: tuple[str, ...] = get_args(Variant)
+Objective = Literal["rlmec", "sft"]
+
+# Terms averaged over the micro-batches of one logging step, per objective.
+LOGGED_TERMS: dict[str, tuple[str, ...]] = {
+    "rlmec": ("l_rl", "l_im", "clip_fraction", "mean_ratio"),
+    "sft": ("nll",),
+}
+
+
+# ----------------------------------------------------------------------------- rows
+
+
+def _row_list(row: Mapping[str, Any], key: str, where: str) -> list:
+    # Lists from `datasets`, but numpy arrays and tensors (other dataset formats) work too.
+    value = row.get(key)
+    if value is None or isinstance(value, str | bytes) or not hasattr(value, "__len__"):
+        raise ValueError(f"{where}: field {key!r} must be a list, got {type(value).__name__}")
+    return list(value)
+
+
+def _check_rl_row(row: Mapping[str, Any], index: int, *, targets: bool) -> str:
+    where = f"RL row {index} ({row.get('sample_id', '?')})"
+    prompt = _row_list(row, "prompt_ids", where)
+    response = _row_list(row, "response_ids", where)
+    if not prompt:
+        raise ValueError(f"{where}: prompt_ids is empty; the first response token needs a prefix")
+    if not response:
+        raise ValueError(f"{where}: response_ids is empty")
+    for key in ("rewards", "ref_logprobs"):
+        n = len(_row_list(row, key, where))
+        if n != len(response):
+            raise ValueError(f"{where}: {key} has {n} entries for {len(response)} response_ids")
+    if not isinstance(row.get("correct"), bool):
+        raise ValueError(f"{where}: field 'correct' must be a bool")
+    if targets:
+        target = _row_list(row, "target_ids", where)
+        n = len(_row_list(row, "target_weights", where))
+        if not target:
+            raise ValueError(f"{where}: target_ids is empty")
+        if n != len(target):
+            raise ValueError(
+                f"{where}: target_weights has {n} entries for {len(target)} target_ids"
+            )
+    return where
+
+
+def policy_rows(
+    rows: Iterable[Mapping[str, Any]], variant: Variant
+) -> list[dict[str, list[int] | list[float]]]:
+    """The training rows one variant sees, built from stage 4's RL rows (``RL_FEATURES``).
+
+    RL variants keep ``prompt_ids``, ``response_ids``, ``rewards``, ``ref_logprobs`` and (unless
+    ``no_imitation``) ``target_ids``/``target_weights``; ``no_token_reward`` swaps the rewards for
+    the instance-level ones. ``rft`` keeps ``prompt_ids`` and, as ``target_ids`` with weight 1
+    everywhere, ``y`` for a correct sample and ``ŷ`` for a wrong one.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+    out: list[dict[str, list[int] | list[float]]] = []
+    for i, row in enumerate(rows):
+        targets_used = variant in ("rlmec", "no_token_reward", "rft")
+        _check_rl_row(row, i, targets=targets_used)
+        prompt = [int(t) for t in row["prompt_ids"]]
+        if variant == "rft":
+            # ŷ = y for a correct sample, so the rewrite field would do too; y is the source.
+            text = row["response_ids"] if row["correct"] else row["target_ids"]
+            ids = [int(t) for t in text]
+            out.append(
+                {"prompt_ids": prompt, "target_ids": ids, "target_weights": [1.0] * len(ids)}
+            )
+            continue
+        response = [int(t) for t in row["response_ids"]]
+        if variant == "no_token_reward":
+            rewards = instance_rewards(len(response), row["correct"]).tolist()
+        else:
+            rewards = [float(r) for r in row["rewards"]]
+        item: dict[str, list[int] | list[float]] = {
+            "prompt_ids": prompt,
+            "response_ids": response,
+            "rewards": rewards,
+            "ref_logprobs": [float(v) for v in row["ref_logprobs"]],
+        }
+        if targets_used:
+            item["target_ids"] = [int(t) for t in row["target_ids"]]
+            item["target_weights"] = [float(w) for w in row["target_weights"]]
+        out.append(item)
+    return out
+
+
+# ------------------------------------------------------------------------- collator
+
+
+def _pad_sequences(
+    prompts: list[list[int]], continuations: list[list[int]], pad_token_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded prompt+continuation ids, attention mask and continuation mask."""
+    width = max(len(p) + len(c) for p, c in zip(prompts, continuations, strict=True))
+    ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
+    attention = torch.zeros((len(prompts), width), dtype=torch.long)
+    marked = torch.zeros((len(prompts), width), dtype=torch.long)
+    for b, (p, c) in enumerate(zip(prompts, continuations, strict=True)):
+        n = len(p) + len(c)
+        ids[b, :n] = torch.tensor(p + c, dtype=torch.long)
+        attention[b, :n] = 1
+        marked[b, len(p) : n] = 1
+    return ids, attention, marked
+
+
+def _pad_values(values: list[list[float]]) -> torch.Tensor:
+    """``[B, T]`` float32, row ``b``'s values first then zeros: the layout of ``pack_response``."""
+    out = torch.zeros((len(values), max(len(v) for v in values)), dtype=torch.float32)
+    for b, v in enumerate(values):
+        out[b, : len(v)] = torch.tensor(v, dtype=torch.float32)
+    return out
+
+
+class RlmecCollator:
+    """Pads prompt + ``y`` and prompt + ``ŷ`` batches and their per-token lists (0 on padding).
+
+    Output keys: ``input_ids``, ``attention_mask``, ``response_mask``, ``rewards``,
+    ``ref_logprobs`` (when rows carry ``response_ids``) and ``target_input_ids``,
+    ``target_attention_mask``, ``target_mask``, ``target_weights`` (when rows carry
+    ``target_ids``). Per-token tensors are ``[B, T]`` with each row's values first.
+    """
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, rows: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        if not rows:
+            raise ValueError("RlmecCollator: empty batch")
+        prompts = [list(r["prompt_ids"]) for r in rows]
+        batch: dict[str, torch.Tensor] = {}
+        if "response_ids" in rows[0]:
+            ids, attention, mask = _pad_sequences(
+                prompts, [list(r["response_ids"]) for r in rows], self.pad_token_id
+            )
+            batch.update(input_ids=ids, attention_mask=attention, response_mask=mask)
+            batch["rewards"] = _pad_values([r["rewards"] for r in rows])
+            batch["ref_logprobs"] = _pad_values([r["ref_logprobs"] for r in rows])
+        if "target_ids" in rows[0]:
+            ids, attention, mask = _pad_sequences(
+                prompts, [list(r["target_ids"]) for r in rows], self.pad_token_id
+            )
+            batch.update(target_input_ids=ids, target_attention_mask=attention, target_mask=mask)
+            batch["target_weights"] = _pad_values([r["target_weights"] for r in rows])
+        if "response_ids" not in rows[0] and "target_ids" in rows[0]:
+            # The Trainer counts tokens and FLOPs from "input_ids"; give it the only sequence.
+            batch["input_ids"] = batch["target_input_ids"]
+        if not batch:
+            raise ValueError("RlmecCollator: rows carry neither response_ids nor target_ids")
+        return batch
+
+
+# -------------------------------------------------------------------------- trainer
+
+
+class RlmecTrainer(Trainer):
+    """A ``Trainer`` whose loss is the RLMEC objective (or, for ``rft``, the token-mean NLL).
+
+    ``objective="rlmec"``: ``L_RL + imitation_coef · L_IM`` (``ŷ`` is skipped when the
+    coefficient is 0). ``objective="sft"``: ``L_IM`` alone with the rows' weights. The terms
+    are averaged over the micro-batches of each logging step (and over processes) and logged
+    next to the Trainer's ``loss``.
+    """
+
+    # The loss is a per-micro-batch mean: the Trainer divides it by the accumulation steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(
+        self,
+        *args: Any,
+        objective: Objective = "rlmec",
+        epsilon: float = DEFAULT_EPSILON,
+        imitation_coef: float = DEFAULT_IMITATION_COEF,
+        **kwargs: Any,
+    ) -> None:
+        if objective not in LOGGED_TERMS:
+            raise ValueError(f"objective must be 'rlmec' or 'sft', got {objective!r}")
+        if not 0 < epsilon < 1:
+            raise ValueError(f"epsilon must lie in (0, 1), got {epsilon!r}")
+        if imitation_coef < 0:
+            raise ValueError(f"imitation_coef must be >= 0, got {imitation_coef!r}")
+        super().__init__(*args, **kwargs)
+        self.objective = objective
+        self.epsilon = epsilon
+        self.imitation_coef = imitation_coef
+        # Detached tensors, so logging costs no device sync per micro-batch.
+        self._term_sums: dict[str, torch.Tensor] = {}
+        self._term_count = 0
+
+    def _head(self, model: torch.nn.Module) -> HeadMode:
+        # The lean path calls the decoder and the output head directly; a wrapper (DDP,
+        # DataParallel, DeepSpeed) or sharded model must go through its own forward instead,
+        # which still keeps logits in the model dtype and reduces them chunk by chunk.
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return "logits"
+        return "auto" if isinstance(model, PreTrainedModel) else "logits"
+
+    def _logprobs(
+        self, model: torch.nn.Module, ids: torch.Tensor, attention: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        return response_logprobs(model, ids, attention, mask, head=self._head(model))
+
+    def loss_terms(
+        self, model: torch.nn.Module, inputs: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """The loss and its parts for one collated batch (two forward passes at most)."""
+        if self.objective == "sft":
+            logp = self._logprobs(
+                model,
+                inputs["target_input_ids"],
+                inputs["target_attention_mask"],
+                inputs["target_mask"],
+            )
+            weights = inputs["target_weights"]
+            active = weights != 0
+            nll = torch.where(active, -weights * logp, torch.zeros_like(logp)).sum()
+            nll = nll / active.sum().clamp(min=1)
+            return {"loss": nll, "nll": nll}
+
+        logp = self._logprobs(
+            model, inputs["input_ids"], inputs["attention_mask"], inputs["response_mask"]
+        )
+        target_logp = target_weights = None
+        if self.imitation_coef != 0:
+            target_logp = self._logprobs(
+                model,
+                inputs["target_input_ids"],
+                inputs["target_attention_mask"],
+                inputs["target_mask"],
+            )
+            target_weights = inputs["target_weights"]
+        return rlmec_loss_terms(
+            logp,
+            inputs["ref_logprobs"],
+            inputs["rewards"],
+            target_logp,
+            target_weights,
+            epsilon=self.epsilon,
+            imitation_coef=self.imitation_coef,
+        )
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        terms = self.loss_terms(model, inputs)
+        if model.training:
+            for name in LOGGED_TERMS[self.objective]:
+                value = terms[name].detach().double()
+                self._term_sums[name] = self._term_sums.get(name, 0) + value
+            self._term_count += 1
+        if return_outputs:
+            return terms["loss"], {k: v.detach() for k, v in terms.items()}
+        return terms["loss"]
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # The Trainer logs "loss" once per logging step on every process, so reducing here is
+        # a collective every rank reaches; its end-of-run summary has no "loss" and is left be.
+        if "loss" in logs and self._term_count:
+            names = LOGGED_TERMS[self.objective]
+            count = torch.tensor(float(self._term_count), dtype=torch.float64)
+            sums = torch.stack([self._term_sums[n].to(self.args.device) for n in names])
+            sums = torch.cat([sums, count.to(self.args.device).unsqueeze(0)])
+            sums = self.accelerator.reduce(sums, reduction="sum")
+            for i, name in enumerate(names):
+                logs[name] = float(sums[i] / sums[-1])
+            self._term_sums, self._term_count = {}, 0
+        super().log(logs, start_time)
+
+
+# ---------------------------------------------------------------------------- entry
+
+
+def build_policy_trainer(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: Iterable[Mapping[str, Any]],
+    output_dir: str | Path,
+    *,
+    variant: Variant,
+    epochs: float,
+    learning_rate: float,
+    batch_size: int,
+    warmup_ratio: float,
+    epsilon: float = DEFAULT_EPSILON,
+    imitation_coef: float = DEFAULT_IMITATION_COEF,
+    seed: int = 0,
+    save_steps: int = 50,
+    save_total_limit: int | None = 2,
+    lr_scheduler: str = "cosine",
+    max_steps: int | None = None,
+    gradient_accumulation_steps: int = 1,
+    bf16: bool = False,
+    progress: bool = True,
+) -> RlmecTrainer:
+    """The configured trainer for a trainable variant (everything but ``sft``)."""
+    if variant == "sft" or variant not in VARIANTS:
+        raise ValueError(
+            f"no trainer for variant {variant!r}; trainable: rlmec, no_imitation, no_token_reward, rft"
+        )
+    if tokenizer.pad_token_id is None:
+        raise ValueError("tokenizer has no pad token; load it with rlmec_core.modeling.load_policy")
+    train_rows = policy_rows(rows, variant)
+    if not train_rows:
+        raise ValueError(f"train_policy: no rows to train variant {variant!r} on")
+    args = _training_arguments(
+        output_dir=str(output_dir),
+        num_train_epochs=epochs,
+        max_steps=max_steps if max_steps is not None else -1,
+        learning_rate=learning_rate,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        warmup_ratio=warmup_ratio,
+        lr_scheduler_type=lr_scheduler,
+        seed=seed,
+        data_seed=seed,
+        bf16=bf16,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=save_total_limit,
+        report_to="none",
+        disable_tqdm=not progress,
+        # CPU when no accelerator; otherwise let the Trainer (or accelerate launch) pick.
+        use_cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
+        dataloader_num_workers=0,
+        remove_unused_columns=False,  # our rows are plain dicts the collator reads
+        group_by_length=False,
+    )
+    if variant == "rft":
+        objective, coef = "sft", 1.0
+    else:
+        objective, coef = "rlmec", 0.0 if variant == "no_imitation" else imitation_coef
+    trainer = RlmecTrainer(
+        model=model,
+        args=args,
+        train_dataset=_ListDataset(train_rows),
+        data_collator=RlmecCollator(tokenizer.pad_token_id),
+        objective=objective,
+        epsilon=epsilon,
+        imitation_coef=coef,
+    )
+    if not progress:  # without a progress bar the Trainer prints every log line instead
+        trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def _histories(log_history: list[dict[str, Any]], names: Iterable[str]) -> dict[str, list]:
+    return {
+        name: [(int(e["step"]), float(e[name])) for e in log_history if name in e and "step" in e]
+        for name in names
+    }
+
+
+def train_policy(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: Iterable[Mapping[str, Any]],
+    output_dir: str | Path,
+    *,
+    variant: Variant,
+    epochs: float,
+    learning_rate: float,
+    batch_size: int,
+    warmup_ratio: float,
+    epsilon: float = DEFAULT_EPSILON,
+    imitation_coef: float = DEFAULT_IMITATION_COEF,
+    seed: int = 0,
+    save_steps: int = 50,
+    resume: bool = True,
+    progress: bool = True,
+    save_total_limit: int | None = 2,
+    lr_scheduler: str = "cosine",
+    max_steps: int | None = None,
+    gradient_accumulation_steps: int = 1,
+    bf16: bool = False,
+) -> dict[str, Any]:
+    """Train ``model`` in place on stage 4's RL rows with one variant's objective.
+
+    Checkpoints go to ``output_dir/checkpoint-<step>``; with ``resume`` the last one is picked
+    up, so an interrupted run continues at its saved step (and a finished one does no more).
+    ``max_steps`` (optional) overrides ``epochs``. The caller saves the final model. ``sft``
+    trains nothing and returns at once (the initial policy is the SFT baseline).
+
+    Returns ``variant``, ``train_loss``, ``final_loss``, ``steps``, ``runtime_s``, ``n_rows``,
+    ``resumed_from``, ``loss_history`` (list of ``(step, loss)``) and ``term_histories``
+    (``l_rl``, ``l_im``, ``clip_fraction``, ``mean_ratio``; ``nll`` for ``rft``).
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+    rows = list(rows)
+    if variant == "sft":
+        return {
+            "variant": "sft",
+            "steps": 0,
+            "n_rows": len(rows),
+            "note": "sft: the initial policy is the baseline; nothing was trained",
+            "loss_history": [],
+            "term_histories": {},
+        }
+    output_dir = Path(output_dir)
+    trainer = build_policy_trainer(
+        model,
+        tokenizer,
+        rows,
+        output_dir,
+        variant=variant,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        warmup_ratio=warmup_ratio,
+        epsilon=epsilon,
+        imitation_coef=imitation_coef,
+        seed=seed,
+        save_steps=save_steps,
+        save_total_limit=save_total_limit,
+        lr_scheduler=lr_scheduler,
+        max_steps=max_steps,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        bf16=bf16,
+        progress=progress,
+    )
+    last = get_last_checkpoint(str(output_dir)) if resume and output_dir.is_dir() else None
+    if last:
+        logger.info("train_policy: resuming from %s", last)
+    result = trainer.train(resume_from_checkpoint=last)
+    model.eval()
+
+    log_history = trainer.state.log_history
+    history = _histories(log_history, ["loss"])["loss"]
+    return {
+        "variant": variant,
+        "train_loss": float(result.training_loss),
+        "final_loss": history[-1][1] if history else float("nan"),
+        "steps": int(trainer.state.global_step),
+        "runtime_s": float(result.metrics.get("train_runtime", 0.0)),
+        "n_rows": len(trainer.train_dataset),
+        "epsilon": epsilon,
+        "imitation_coef": trainer.imitation_coef,
+        "resumed_from": last,
+        "loss_history": history,
+        "term_histories": _histories(log_history, LOGGED_TERMS[trainer.objective]),
+    }

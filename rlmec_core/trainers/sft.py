@@ -1,0 +1,201 @@
+"""Supervised fine-tuning on (prompt, response) pairs, loss on the response only.
+
+Used to bootstrap the offline policy and, later, to train the generative reward model:
+both are "given this prompt, produce this text" with the prompt masked out of the loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PrinterCallback,
+    Trainer,
+    TrainingArguments,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+IGNORE_INDEX = -100  # label value the causal-LM loss skips
+
+logger = logging.getLogger(__name__)
+
+
+def tokenize_example(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, response: str, max_length: int
+) -> dict[str, list[int]]:
+    """Token ids and labels for one example: prompt ids + response ids + EOS.
+
+    Prompt and response are tokenised separately and concatenated, exactly as generation
+    sees them (the prompt with the tokenizer's own special tokens, e.g. a BOS, the
+    response with none), so the trained response tokens are the ones sampled later.
+    Sequences longer than ``max_length`` lose their tail.
+    """
+    if tokenizer.eos_token_id is None:
+        raise ValueError("tokenizer has no eos token; SFT needs one to teach the model to stop")
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    response_ids = [*response_ids, tokenizer.eos_token_id]
+    input_ids = (prompt_ids + response_ids)[:max_length]
+    labels = ([IGNORE_INDEX] * len(prompt_ids) + response_ids)[:max_length]
+    return {"input_ids": input_ids, "labels": labels}
+
+
+class _ListDataset(torch.utils.data.Dataset):
+    def __init__(self, rows: list[dict[str, list[int]]]) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, list[int]]:
+        return self.rows[index]
+
+
+class ResponseOnlyCollator:
+    """Right-pads a batch; padding gets label -100 and attention mask 0."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        width = max(len(r["input_ids"]) for r in rows)
+        ids, labels, mask = [], [], []
+        for r in rows:
+            pad = width - len(r["input_ids"])
+            ids.append(r["input_ids"] + [self.pad_token_id] * pad)
+            labels.append(r["labels"] + [IGNORE_INDEX] * pad)
+            mask.append([1] * len(r["input_ids"]) + [0] * pad)
+        return {
+            "input_ids": torch.tensor(ids),
+            "labels": torch.tensor(labels),
+            "attention_mask": torch.tensor(mask),
+        }
+
+
+def _training_arguments(**kwargs: Any) -> TrainingArguments:
+    """TrainingArguments across transformers 4.56+ and 5.x, whose warm-up and
+    length-grouping options are named differently."""
+    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    warmup_ratio = kwargs.pop("warmup_ratio")
+    if "warmup_ratio" in fields:
+        kwargs["warmup_ratio"] = warmup_ratio
+    else:  # 5.x: a float in [0, 1) is a ratio of the total steps
+        kwargs["warmup_steps"] = warmup_ratio
+    if kwargs.pop("group_by_length"):
+        if "train_sampling_strategy" in fields:
+            kwargs["train_sampling_strategy"] = "group_by_length"
+        else:
+            kwargs["group_by_length"] = True
+    return TrainingArguments(**kwargs)
+
+
+def train_sft(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: list[dict[str, str]],
+    output_dir: str | Path,
+    *,
+    epochs: float,
+    learning_rate: float,
+    batch_size: int,
+    warmup_ratio: float,
+    lr_scheduler: str = "cosine",
+    seed: int = 0,
+    max_length: int = 1024,
+    save_steps: int = 50,
+    save_total_limit: int | None = 2,
+    weight_decay: float = 0.0,
+    group_by_length: bool = True,
+    resume: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune ``model`` in place on ``examples`` (dicts with "prompt" and "response").
+
+    Checkpoints go to ``output_dir/checkpoint-<step>`` every ``save_steps`` steps and at
+    the end; with ``resume`` an existing checkpoint is picked up, so an interrupted run
+    continues where it stopped (and a finished one does no more steps). The caller saves
+    the final model where it wants it.
+
+    Returns ``train_loss`` (HF's mean over the run), ``final_loss`` (the last logged
+    step), ``steps``, ``runtime_s``, ``n_examples``, ``n_truncated`` and
+    ``loss_history`` (a list of ``(step, loss)``).
+    """
+    if not examples:
+        raise ValueError("train_sft: no examples")
+    for i, ex in enumerate(examples):
+        for key in ("prompt", "response"):
+            if not isinstance(ex.get(key), str):
+                raise ValueError(f"train_sft: example {i} has no string field {key!r}")
+    if tokenizer.pad_token_id is None:
+        raise ValueError("tokenizer has no pad token; load it with rlmec_core.modeling.load_policy")
+
+    rows = [tokenize_example(tokenizer, e["prompt"], e["response"], max_length) for e in examples]
+    n_truncated = sum(r["input_ids"][-1] != tokenizer.eos_token_id for r in rows)
+    if n_truncated:
+        logger.warning(
+            "train_sft: %d of %d examples cut at %d tokens", n_truncated, len(rows), max_length
+        )
+    trainable = [r for r in rows if any(t != IGNORE_INDEX for t in r["labels"])]
+    if not trainable:
+        raise ValueError(
+            f"train_sft: every example's response is cut off by max_length={max_length}"
+        )
+
+    output_dir = Path(output_dir)
+    args = _training_arguments(
+        output_dir=str(output_dir),
+        num_train_epochs=epochs,
+        learning_rate=learning_rate,
+        per_device_train_batch_size=batch_size,
+        warmup_ratio=warmup_ratio,
+        lr_scheduler_type=lr_scheduler,
+        weight_decay=weight_decay,
+        seed=seed,
+        data_seed=seed,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=save_total_limit,
+        report_to="none",
+        disable_tqdm=not progress,
+        # CPU when no accelerator; otherwise let the Trainer pick the GPU.
+        use_cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
+        dataloader_num_workers=0,
+        remove_unused_columns=False,  # our rows are plain dicts the collator reads
+        group_by_length=group_by_length,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=_ListDataset(trainable),
+        data_collator=ResponseOnlyCollator(tokenizer.pad_token_id),
+    )
+    if not progress:  # without a progress bar the Trainer prints every log line instead
+        trainer.remove_callback(PrinterCallback)
+    last = get_last_checkpoint(str(output_dir)) if resume and output_dir.is_dir() else None
+    if last:
+        logger.info("train_sft: resuming from %s", last)
+    result = trainer.train(resume_from_checkpoint=last)
+    model.eval()
+
+    history = [
+        (int(entry["step"]), float(entry["loss"]))
+        for entry in trainer.state.log_history
+        if "loss" in entry and "step" in entry
+    ]
+    return {
+        "train_loss": float(result.training_loss),
+        "final_loss": history[-1][1] if history else float("nan"),
+        "steps": int(trainer.state.global_step),
+        "runtime_s": float(result.metrics.get("train_runtime", 0.0)),
+        "n_examples": len(trainable),
+        "n_truncated": int(n_truncated),
+        "resumed_from": last,
+        "loss_history": history,
+    }

@@ -1,0 +1,71 @@
+"""Stage `evaluate`: greedy accuracy of the initial and the trained policy, side by side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rlmec_core.data.io import load_parquet
+from rlmec_core.eval_table import evaluate_policies, results_markdown
+from rlmec_core.modeling import load_policy
+from storage.atomic import write_bytes_atomic, write_json_atomic
+from tasks.context import RunContext
+from tasks.models import model_dir
+from tasks.stage import StageIO, StageResult, stage_task
+
+
+def eval_sets(data_artifact: Path) -> dict[str, list[dict]]:
+    """The synthetic test split and every held-out file the data stage loaded."""
+    sets = {"synthetic_test": list(load_parquet(data_artifact / "test.parquet"))}
+    for path in sorted((data_artifact / "eval").glob("*.parquet")):
+        sets[path.stem] = list(load_parquet(path))
+    return sets
+
+
+def _evaluate_one(ctx: RunContext, io: StageIO, role: str, label: str, sets: dict) -> list[dict]:
+    """One policy's rows, memoised by policy id: ablations share the initial policy's."""
+    cfg = ctx.config.evaluate
+    key = f"{ctx.config.stage_hash('evaluate')}-{io.code_fingerprint}"
+    memo = (
+        Path(ctx.workspace)
+        / "scratch"
+        / "evaluate-memo"
+        / f"{label}-{io.parent_ids[role]}-{io.parent_ids['data']}-{key}.json"
+    )
+    if memo.is_file():
+        return json.loads(memo.read_text(encoding="utf-8"))
+    model, tokenizer = load_policy(model_dir(io.inputs[role]))
+    rows = evaluate_policies(
+        {label: (model, tokenizer)},
+        sets,
+        batch_size=cfg.batch_size,
+        max_new_tokens=cfg.max_new_tokens,
+        keep_predictions=True,
+        progress=True,
+    )
+    write_json_atomic(memo, rows)
+    return rows
+
+
+@stage_task(
+    "evaluate",
+    [
+        "rlmec_core.eval_table",
+        "rlmec_core.evaluation",
+        "rlmec_core.generation",
+        "rlmec_core.answers",
+    ],
+)
+def evaluate_task(ctx: RunContext, io: StageIO) -> StageResult:
+    sets = eval_sets(io.inputs["data"])
+    variant = ctx.config.train_policy.variant
+    rows = [
+        *_evaluate_one(ctx, io, "initial", "initial", sets),
+        *_evaluate_one(ctx, io, "policy", variant, sets),
+    ]
+    table = [{k: v for k, v in r.items() if k != "predictions"} for r in rows]
+    write_json_atomic(io.out / "results.json", table)
+    write_json_atomic(io.out / "predictions.json", rows)
+    write_bytes_atomic(io.out / "results.md", results_markdown(table).encode("utf-8"))
+    metrics = {f"{r['policy']}.{r['eval_set']}.accuracy": r["accuracy"] for r in table}
+    return StageResult(kind="evaluation", metrics=metrics, summary={"results": table})

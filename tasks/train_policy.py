@@ -1,0 +1,59 @@
+"""Stage `train_policy`: the RLMEC objective (or an ablation variant) on the annotated data."""
+
+from __future__ import annotations
+
+from rlmec_core.data.io import load_parquet
+from rlmec_core.modeling import load_policy
+from rlmec_core.trainers.rlmec_trainer import train_policy
+from storage.atomic import write_json_atomic
+from tasks.context import RunContext
+from tasks.models import model_dir
+from tasks.stage import StageIO, StageResult, stage_task
+
+
+@stage_task(
+    "train_policy",
+    [
+        "rlmec_core.trainers.rlmec_trainer",
+        "rlmec_core.trainers.sft",
+        "rlmec_core.losses",
+        "rlmec_core.logprobs",
+        "rlmec_core.rewards",
+    ],
+)
+def train_policy_task(ctx: RunContext, io: StageIO) -> StageResult:
+    cfg = ctx.config.train_policy
+    model, tokenizer = load_policy(model_dir(io.inputs["policy"]))
+    rows = load_parquet(io.inputs["rl_data"] / "rl_data.parquet")
+    result = train_policy(
+        model,
+        tokenizer,
+        rows,
+        io.scratch / "checkpoints",
+        variant=cfg.variant,
+        epochs=cfg.epochs,
+        learning_rate=cfg.learning_rate,
+        batch_size=cfg.batch_size,
+        warmup_ratio=cfg.warmup_ratio,
+        epsilon=cfg.epsilon,
+        imitation_coef=cfg.imitation_coef,
+        seed=cfg.seed,
+        save_steps=cfg.save_steps,
+        resume=True,
+    )
+    model.save_pretrained(io.out / "model")
+    tokenizer.save_pretrained(io.out / "model")
+    series = {"train_loss": result.pop("loss_history", [])}
+    for name, points in result.pop("term_histories", {}).items():
+        series[name] = points
+    # Recorded inside the artifact, so the `sft` variant (weights unchanged) is still its
+    # own artifact that says what was (not) done.
+    write_json_atomic(
+        io.out / "training.json", {"variant": cfg.variant, "seed": cfg.seed, **result}
+    )
+    metrics = {
+        k: v for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    return StageResult(
+        kind="policy", metrics=metrics, series=series, summary={"variant": cfg.variant}
+    )
