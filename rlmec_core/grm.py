@@ -1,0 +1,247 @@
+"""The generative reward model at inference time (stages 3 and 4a).
+
+The GRM rewrites a prediction with the teacher's two-step protocol: it first names the
+first wrong step ``k``, then, given steps ``0..k-1`` of the prediction verbatim, completes
+the rest of a correct solution. Both steps are greedy and batched.
+
+Prompts are tokenised the way the GRM was trained (``trainers.sft.tokenize_example``):
+the prompt with the tokenizer's special tokens, text after it without any. The kept prefix
+is response-side text, so it is tokenised on its own and appended to the prompt ids, which
+keeps its token boundaries the ones the GRM saw in training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from datasets import Dataset
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from rlmec_core.answers import answers_match
+from rlmec_core.grm_data import (
+    error_step_prompt,
+    kept_prefix,
+    parse_error_step,
+    rewrite_prompt,
+)
+from rlmec_core.teachers.base import split_steps
+
+_ROW_FIELDS = ("question", "gold_solution", "prediction")
+
+
+@dataclass(frozen=True)
+class GrmVerdict:
+    """The GRM's judgement of one prediction.
+
+    ``error_step``: the first wrong step (-1: "correct"), None when the verdict named
+    neither. ``text``: the rewrite (steps ``0..k-1`` of the prediction, then the GRM's
+    completion); the prediction itself for -1; None when there is nothing to rewrite from
+    (no parsable step, or a step past the prediction's last one).
+    """
+
+    error_step: int | None
+    text: str | None
+
+
+def _check_rows(rows: Sequence[Mapping[str, Any]], fields: Iterable[str]) -> None:
+    for index, row in enumerate(rows):
+        for name in fields:
+            if not isinstance(row.get(name), str):
+                raise ValueError(f"row {index} has no string field {name!r}")
+
+
+def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    eos = model.generation_config.eos_token_id
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("neither the model nor the tokenizer defines an eos token")
+    return sorted(set(eos)) if isinstance(eos, list) else [eos]
+
+
+@torch.no_grad()
+def greedy_continuations(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    progress: bool = True,
+    desc: str = "grm",
+) -> list[str]:
+    """Greedy continuation text of each prompt (given as token ids), up to the first EOS.
+
+    Prompts are sorted by length and left-padded in batches of ``batch_size`` so a batch
+    wastes little on padding; results come back in input order. Special tokens are
+    dropped from the decoded text.
+    """
+    if batch_size < 1 or max_new_tokens < 1:
+        raise ValueError(
+            f"batch_size and max_new_tokens must be >= 1, got {batch_size}, {max_new_tokens}"
+        )
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        raise ValueError("tokenizer has no pad token; load it with rlmec_core.modeling.load_policy")
+    for index, ids in enumerate(prompt_ids):
+        if not ids:
+            raise ValueError(f"prompt {index} is empty; generation needs at least one token")
+    eos_ids = _eos_ids(model, tokenizer)
+
+    was_training = model.training
+    model.eval()
+    texts: list[str] = [""] * len(prompt_ids)
+    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]), reverse=True)
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc=desc, disable=not progress):
+        batch = order[start : start + batch_size]
+        width = max(len(prompt_ids[i]) for i in batch)
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, i in enumerate(batch):  # left padding: every prompt ends in the last column
+            n = len(prompt_ids[i])
+            ids[row, width - n :] = torch.tensor(list(prompt_ids[i]), dtype=torch.long)
+            mask[row, width - n :] = 1
+        out = model.generate(
+            input_ids=ids.to(model.device),
+            attention_mask=mask.to(model.device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=pad_id,
+            eos_token_id=eos_ids,
+            use_cache=True,
+        )
+        for row, i in enumerate(batch):
+            new = out[row, width:].tolist()
+            cut = next((j for j, t in enumerate(new) if t in eos_ids), len(new))
+            texts[i] = tokenizer.decode(new[:cut], skip_special_tokens=True)
+    if was_training:
+        model.train()
+    return texts
+
+
+def grm_rewrites(
+    grm_model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: Sequence[Mapping[str, Any]] | Dataset,
+    *,
+    batch_size: int,
+    max_new_tokens: int,
+    progress: bool = True,
+) -> list[GrmVerdict]:
+    """The GRM's verdict and minimum-edit rewrite for every row (question, gold_solution,
+    prediction), in row order.
+
+    Step 1 generates the first-error-step verdict for all rows; step 2 completes a rewrite
+    after ``rewrite_prompt + kept_prefix(prediction, k)`` for the rows with a step ``k``
+    inside the prediction. The rewrite is the kept prefix plus the completion, trailing
+    whitespace removed.
+    """
+    rows = list(rows)
+    _check_rows(rows, _ROW_FIELDS)
+    args = [(r["question"], r["gold_solution"], r["prediction"]) for r in rows]
+    judge_ids = [tokenizer(error_step_prompt(*a))["input_ids"] for a in args]
+    judgements = greedy_continuations(
+        grm_model,
+        tokenizer,
+        judge_ids,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        progress=progress,
+        desc="grm error step",
+    )
+    steps = [parse_error_step(text) for text in judgements]
+
+    # Only a step that exists in the prediction leaves a prefix to continue from.
+    todo = [
+        i
+        for i, k in enumerate(steps)
+        if k is not None and 0 <= k < len(split_steps(rows[i]["prediction"]))
+    ]
+    prefixes = {i: kept_prefix(rows[i]["prediction"], steps[i]) for i in todo}
+    rewrite_ids = [
+        tokenizer(rewrite_prompt(*args[i]))["input_ids"]
+        + (tokenizer(prefixes[i], add_special_tokens=False)["input_ids"] if prefixes[i] else [])
+        for i in todo
+    ]
+    completions = greedy_continuations(
+        grm_model,
+        tokenizer,
+        rewrite_ids,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        progress=progress,
+        desc="grm rewrite",
+    )
+    rewritten = {i: (prefixes[i] + c).rstrip() for i, c in zip(todo, completions, strict=True)}
+
+    verdicts = []
+    for i, k in enumerate(steps):
+        if k == -1:
+            verdicts.append(GrmVerdict(-1, rows[i]["prediction"]))
+        else:
+            verdicts.append(GrmVerdict(k, rewritten.get(i)))
+    return verdicts
+
+
+def rewrite_reaches_gold(verdict: GrmVerdict, gold_answer: str) -> bool:
+    """Whether the verdict names a wrong step and its rewrite states ``gold_answer``."""
+    return (
+        verdict.error_step is not None
+        and verdict.error_step >= 0
+        and verdict.text is not None
+        and answers_match(verdict.text, gold_answer)
+    )
+
+
+def grm_metrics(
+    verdicts: Sequence[GrmVerdict], rows: Sequence[Mapping[str, Any]] | Dataset
+) -> dict[str, float]:
+    """GRM quality against the teacher on stage-2 rows (DISTILLED_FEATURES).
+
+    - ``error_step_accuracy``: the GRM names the teacher's step, over the rows whose
+      teacher verdict is known (teacher_status "kept" or "correct");
+      ``error_step_accuracy_incorrect``: the same over the "kept" rows only;
+    - ``parse_rate``: verdicts naming a step or "correct", over all rows;
+    - ``rewrite_gold_rate``: rewrites reaching the gold answer, over the incorrect rows;
+      ``rewrite_gold_rate_kept``: the same over the rows the teacher could rewrite.
+    """
+    rows = list(rows)
+    if len(verdicts) != len(rows):
+        raise ValueError(f"{len(verdicts)} verdicts for {len(rows)} rows")
+    _check_rows(rows, ("gold_answer", "teacher_status"))
+
+    known = [
+        (v, r)
+        for v, r in zip(verdicts, rows, strict=True)
+        if r["teacher_status"] in ("kept", "correct")
+    ]
+    kept = [(v, r) for v, r in known if r["teacher_status"] == "kept"]
+    incorrect = [(v, r) for v, r in zip(verdicts, rows, strict=True) if not r["correct"]]
+
+    def rate(hits: int, n: int) -> float:
+        return hits / n if n else 0.0
+
+    def step_hits(pairs: list[tuple[GrmVerdict, Mapping[str, Any]]]) -> int:
+        return sum(v.error_step == int(r["error_step"]) for v, r in pairs)
+
+    def gold_hits(pairs: list[tuple[GrmVerdict, Mapping[str, Any]]]) -> int:
+        return sum(rewrite_reaches_gold(v, r["gold_answer"]) for v, r in pairs)
+
+    return {
+        "n_rows": float(len(rows)),
+        "n_known": float(len(known)),
+        "n_incorrect": float(len(incorrect)),
+        "error_step_accuracy": rate(step_hits(known), len(known)),
+        "error_step_accuracy_incorrect": rate(step_hits(kept), len(kept)),
+        "parse_rate": rate(sum(v.error_step is not None for v in verdicts), len(rows)),
+        "rewrite_gold_rate": rate(gold_hits(incorrect), len(incorrect)),
+        "rewrite_gold_rate_kept": rate(gold_hits(kept), len(kept)),
+    }

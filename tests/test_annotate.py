@@ -1,0 +1,360 @@
+"""Stage 4: batched log-probs, the keep/drop/de-dup rules, RL rows and reward metrics."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import rlmec_core.annotate as annotate_module
+from rlmec_core.annotate import (
+    annotate_samples,
+    annotation_metrics,
+    batched_response_logprobs,
+    dedup_correct,
+    sequential_response_logprobs,
+    split_tokenize,
+    token_steps,
+)
+from rlmec_core.data.schema import RL_FEATURES
+from rlmec_core.editing import minimum_edit_weights
+from rlmec_core.grm import GrmVerdict
+from rlmec_core.grm_data import error_step_prompt, rewrite_prompt
+from rlmec_core.modeling import build_tiny_llama
+from rlmec_core.policy_prompt import format_policy_prompt
+from rlmec_core.rewards import MAX_PENALTY, MAX_REWARD, token_rewards
+from rlmec_core.tokenizer import train_tokenizer
+
+QUESTION = "Tom has 3 apples and buys 2 more. How many apples does he have?"
+GOLD = "3 + 2 = 5\nThe answer is 5"
+RIGHT = "3 + 2 = 5\nThe answer is 5"
+WRONG = "Tom starts with 3 apples.\n3 + 2 = 6\nThe answer is 6"
+FIXED = "Tom starts with 3 apples.\n3 + 2 = 5\nThe answer is 5"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    texts = [rewrite_prompt(QUESTION, GOLD, WRONG), format_policy_prompt(QUESTION), FIXED]
+    return train_tokenizer(texts * 5, vocab_size=360)
+
+
+def _model(tokenizer, seed: int):
+    return build_tiny_llama(
+        tokenizer,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        seed=seed,
+    ).eval()
+
+
+@pytest.fixture(scope="module")
+def grm(tokenizer):
+    """A GRM micro-trained to copy right solutions and to rewrite WRONG into FIXED, so
+    its token probabilities mean something: high on kept tokens, low on the wrong "6"."""
+    model = _model(tokenizer, seed=1)
+    pairs = [(RIGHT, RIGHT), ("2 + 3 = 5\nThe answer is 5", "2 + 3 = 5\nThe answer is 5")]
+    pairs.append((WRONG, FIXED))
+    batch = [
+        split_tokenize(tokenizer, rewrite_prompt(QUESTION, GOLD, y), y_hat) for y, y_hat in pairs
+    ]
+    # ... and to name WRONG's first error step, so grm_rewrites can run for real.
+    verdict = "The first error step is [1]"
+    batch.append(split_tokenize(tokenizer, error_step_prompt(QUESTION, GOLD, WRONG), verdict))
+    width = max(len(p) + len(r) for p, r in batch)
+    ids = torch.tensor([p + r + [0] * (width - len(p) - len(r)) for p, r in batch])
+    mask = torch.tensor(
+        [[1] * (len(p) + len(r)) + [0] * (width - len(p) - len(r)) for p, r in batch]
+    )
+    labels = torch.tensor(
+        [[-100] * len(p) + r + [-100] * (width - len(p) - len(r)) for p, r in batch]
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a model this small only loses time to thread hand-offs
+    try:
+        model.train()
+        for _ in range(80):
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def ref(tokenizer):
+    return _model(tokenizer, seed=2)
+
+
+def _ids(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _sample(sample_id: str, prediction: str, correct: bool, error_step: int = -1) -> dict:
+    return {
+        "sample_id": sample_id,
+        "problem_id": sample_id.split("/")[0],
+        "question": QUESTION,
+        "gold_solution": GOLD,
+        "gold_answer": "5",
+        "source": "synthetic",
+        "prediction": prediction,
+        "predicted_answer": prediction[-1],
+        "correct": correct,
+        "error_step": error_step,
+        "rewrite": prediction if correct else "",
+        "teacher_status": "correct" if correct else "kept",
+    }
+
+
+# ---------------------------------------------------------------- log-probs
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 5])
+def test_batched_logprobs_equal_one_sequence_at_a_time(tokenizer, grm, batch_size):
+    texts = [QUESTION, WRONG, "3 + 2", FIXED, "5"]
+    prompts = [tokenizer(format_policy_prompt(t))["input_ids"] for t in texts]
+    responses = [[*_ids(tokenizer, t), tokenizer.eos_token_id] for t in reversed(texts)]
+    grm.train()  # the helper evaluates without dropout and restores the mode
+    batched = batched_response_logprobs(
+        grm,
+        prompts,
+        responses,
+        pad_id=tokenizer.pad_token_id,
+        batch_size=batch_size,
+        chunk_size=7,
+    )
+    assert grm.training
+    grm.eval()
+    single = sequential_response_logprobs(grm, prompts, responses)
+    for got, want, response in zip(batched, single, responses, strict=True):
+        assert len(got) == len(want) == len(response)
+        assert got == pytest.approx(want, abs=1e-5)
+        assert all(v <= 0 for v in got)
+
+
+def test_batched_logprobs_refuse_an_empty_prompt(tokenizer, ref):
+    with pytest.raises(ValueError, match="pair 1: empty prompt"):
+        batched_response_logprobs(
+            ref, [[5], []], [[6], [7]], pad_id=tokenizer.pad_token_id, batch_size=2
+        )
+
+
+# ---------------------------------------------------------------- selection rules
+
+
+def test_correct_duplicates_differing_in_spaces_newlines_full_stops_are_kept_once():
+    rows = [
+        _sample("p1/0", RIGHT, True),
+        _sample("p1/1", "3+2 = 5.\n\nThe answer is 5.", True),  # same up to spaces/./newlines
+        _sample("p1/2", "3 + 2 = 5,\nThe answer is 5", True),  # a comma is a real difference
+        _sample("p2/0", RIGHT, True),  # same text, other problem
+        _sample("p1/3", WRONG, False, 1),
+        _sample("p1/4", WRONG + ".", False, 1),  # incorrect samples are never merged
+    ]
+    kept, dropped = dedup_correct(rows)
+    assert dropped == 1
+    assert [r["sample_id"] for r in kept] == ["p1/0", "p1/2", "p2/0", "p1/3", "p1/4"]
+
+
+@pytest.fixture()
+def stub_grm(monkeypatch):
+    """Replace the GRM's generation by fixed verdicts per sample id; record who was asked."""
+    verdicts = {
+        "p1/3": GrmVerdict(1, FIXED),  # kept
+        "p1/4": GrmVerdict(1, "Tom starts with 3 apples.\n3 + 2 = 7\nThe answer is 7"),
+        "p1/5": GrmVerdict(-1, WRONG),  # the GRM thinks it is right
+        "p1/6": GrmVerdict(None, None),  # no parsable verdict
+        "p1/7": GrmVerdict(9, None),  # a step the prediction does not have
+        "p1/8": GrmVerdict(0, "3 + 2 = 5\nThe answer is 5"),  # kept, everything rewritten
+    }
+    asked: list[str] = []
+
+    def fake(grm_model, tokenizer, rows, *, batch_size, max_new_tokens, progress=True):
+        asked.extend(r["sample_id"] for r in rows)
+        return [verdicts[r["sample_id"]] for r in rows]
+
+    monkeypatch.setattr(annotate_module, "grm_rewrites", fake)
+    return asked
+
+
+def _samples() -> list[dict]:
+    return [
+        _sample("p1/0", RIGHT, True),
+        _sample("p1/1", "3 + 2 = 5.\nThe answer is 5.", True),  # duplicate of p1/0
+        _sample("p1/2", "2 + 3 = 5\nThe answer is 5", True),
+        *(_sample(f"p1/{j}", WRONG, False, 1) for j in range(3, 9)),
+        _sample("p2/0", RIGHT, True),
+    ]
+
+
+def test_annotate_keeps_drops_and_lines_up_every_token(tokenizer, grm, ref, stub_grm):
+    rows = _samples()
+    ds, m = annotate_samples(
+        rows, grm, ref, tokenizer, batch_size=3, max_new_tokens=8, progress=False
+    )
+    assert ds.features == RL_FEATURES
+    assert ds["sample_id"] == ["p1/0", "p1/2", "p1/3", "p1/8", "p2/0"]
+    assert stub_grm == [f"p1/{j}" for j in range(3, 9)]  # only the incorrect ones
+    assert m["n_samples_in"] == 10 and m["n_kept"] == 5
+    assert m["n_dedup_dropped"] == 1 and m["n_dropped_grm_miss"] == 4
+    for reason in ("unparsed", "judged_correct", "step_out_of_range", "wrong_answer"):
+        assert m[f"n_grm_miss_{reason}"] == 1
+    assert m["n_kept_correct"] == 3 and m["n_kept_incorrect"] == 2
+
+    eos = tokenizer.eos_token_id
+    source = {r["sample_id"]: r for r in rows}
+    grm_prompts, ref_prompts, responses = [], [], []
+    for out in ds:
+        row = source[out["sample_id"]]
+        y = row["prediction"]
+        response = [*_ids(tokenizer, y), eos]
+        assert out["response_ids"] == response
+        assert out["prompt_ids"] == tokenizer(format_policy_prompt(QUESTION))["input_ids"]
+        assert out["target_ids"] == [*_ids(tokenizer, out["rewrite"]), eos]
+        assert len(out["rewards"]) == len(out["ref_logprobs"]) == len(response)
+        assert len(out["target_weights"]) == len(out["target_ids"])
+        assert out["teacher_error_step"] == row["error_step"]
+        if row["correct"]:
+            assert out["rewrite"] == y and out["grm_error_step"] == -1
+            assert out["target_weights"] == [0.5] * len(response)
+            assert all(0 <= r <= MAX_REWARD for r in out["rewards"])
+        else:
+            assert out["target_weights"] == minimum_edit_weights(response, out["target_ids"])
+            assert 1.0 in out["target_weights"] and out["target_weights"][-1] == 0.5
+            assert all(-MAX_PENALTY - 1e-7 <= r <= 0 for r in out["rewards"])
+        grm_prompts.append(tokenizer(rewrite_prompt(QUESTION, GOLD, y))["input_ids"])
+        ref_prompts.append(out["prompt_ids"])
+        responses.append(response)
+    assert ds[2]["rewrite"] == FIXED and ds[2]["grm_error_step"] == 1
+    assert ds[3]["grm_error_step"] == 0
+
+    # Rewards and reference log-probs equal the one-sequence-at-a-time computation.
+    grm_lp = sequential_response_logprobs(grm, grm_prompts, responses)
+    ref_lp = sequential_response_logprobs(ref, ref_prompts, responses)
+    all_rewards = []
+    for out, g, r in zip(ds, grm_lp, ref_lp, strict=True):
+        want = token_rewards([math.exp(v) for v in g], out["correct"]).tolist()
+        assert out["rewards"] == pytest.approx(want, abs=1e-5)
+        assert out["ref_logprobs"] == pytest.approx(r, abs=1e-5)
+        all_rewards += out["rewards"]
+    # The trained GRM rewards the tokens of the correct samples it was taught to copy.
+    assert min(sum(out["rewards"]) for out in ds if out["correct"]) > 0
+    assert m["mean_reward_correct_token"] > 0.2
+    # Its first penalised token of WRONG is the wrong "6" of step 1, the teacher's step.
+    assert m["reward_quality_n"] == 2 and m["reward_quality_first"] == 1.0
+
+
+def test_instance_reward_mode_broadcasts_one_value(tokenizer, grm, ref, stub_grm):
+    ds, _ = annotate_samples(
+        _samples(),
+        grm,
+        ref,
+        tokenizer,
+        batch_size=4,
+        max_new_tokens=8,
+        reward_mode="instance",
+        progress=False,
+    )
+    for out in ds:
+        value = 0.5 if out["correct"] else -0.1
+        assert out["rewards"] == pytest.approx([value] * len(out["response_ids"]))
+    with pytest.raises(ValueError, match="reward_mode"):
+        annotate_samples(
+            _samples(), grm, ref, tokenizer, batch_size=1, max_new_tokens=1, reward_mode="tokens"
+        )
+
+
+def test_annotate_end_to_end_with_the_real_grm(tokenizer, grm, ref):
+    # Through grm_rewrites for real: the GRM names step 1 of WRONG and completes FIXED
+    # from the kept first step; a prediction it was not taught yields no step and is dropped.
+    rows = [
+        _sample("p1/0", RIGHT, True),
+        _sample("p1/1", WRONG, False, 1),
+        _sample("p1/2", "3 + 2 = 1\nThe answer is 1", False, 0),
+    ]
+    ds, m = annotate_samples(
+        rows, grm, ref, tokenizer, batch_size=2, max_new_tokens=32, progress=False
+    )
+    assert ds["sample_id"] == ["p1/0", "p1/1"]
+    assert ds[1]["grm_error_step"] == 1 and ds[1]["rewrite"] == FIXED
+    assert m["n_grm_judged"] == 2 and m["n_dropped_grm_miss"] == 1
+
+
+def test_samples_missing_a_field_are_refused(tokenizer, grm, ref):
+    row = _sample("p1/0", RIGHT, True)
+    del row["error_step"]
+    with pytest.raises(ValueError, match=r"sample 0 lacks field 'error_step'"):
+        annotate_samples([row], grm, ref, tokenizer, batch_size=1, max_new_tokens=1)
+
+
+# ---------------------------------------------------------------- reward quality
+
+
+def test_token_steps_follow_non_empty_lines(tokenizer):
+    text = "Tom starts with 3 apples.\n\n3 + 2 = 6\nThe answer is 6"
+    ids = [*_ids(tokenizer, text), tokenizer.eos_token_id]
+    steps = token_steps(tokenizer, text, ids)
+    pieces = [tokenizer.decode([t]) for t in ids[:-1]]
+    assert len(steps) == len(ids) and steps[-1] is None  # EOS is in no step
+    lines = ["Tom starts with 3 apples.", "3 + 2 = 6", "The answer is 6"]
+    newlines = [i for i, p in enumerate(pieces) if p == "\n"]
+    assert [steps[i] for i in newlines] == [0, None, 1]  # the blank line is no step
+    for piece, step in zip(pieces, steps[:-1], strict=True):
+        if piece.strip():
+            assert piece.strip() in lines[step]
+    assert steps[pieces.index("6")] == 1 and steps[len(pieces) - 1] == 2
+
+
+def _rl_row(tokenizer, correct: bool, teacher_step: int, grm_step: int, rewards) -> dict:
+    ids = [*_ids(tokenizer, WRONG), tokenizer.eos_token_id]
+    return {
+        "correct": correct,
+        "prediction": WRONG,
+        "teacher_error_step": teacher_step,
+        "grm_error_step": grm_step,
+        "response_ids": ids,
+        "rewards": rewards if rewards is not None else [0.0] * len(ids),
+        "ref_logprobs": [-1.0] * len(ids),
+        "target_weights": [1.0, 0.5, 0.5, 0.5],
+    }
+
+
+def test_reward_quality_finds_the_lowest_token_in_the_teachers_step(tokenizer):
+    n = len(_ids(tokenizer, WRONG)) + 1
+    six = [tokenizer.decode([t]) for t in _ids(tokenizer, WRONG)].index("6")  # in step 1
+
+    def probs(**low: float) -> list[float]:
+        p = [0.9] * n
+        for where, value in low.items():
+            p[{"six": six, "first": 0, "eos": n - 1}[where]] = value
+        return p
+
+    rows = [
+        _rl_row(tokenizer, False, 1, 1, None),  # lowest and first-penalised at "6": hit, hit
+        _rl_row(tokenizer, False, 1, 0, None),  # lowest at "6", first penalised in step 0
+        _rl_row(tokenizer, False, 1, 1, None),  # lowest at EOS, in no step: miss, miss
+        _rl_row(tokenizer, False, -1, 1, None),  # no teacher step: not counted
+        _rl_row(tokenizer, True, -1, -1, [0.4] * n),  # correct: not counted
+    ]
+    token_probs = [
+        probs(six=0.01),
+        probs(first=0.3, six=0.01),
+        probs(eos=0.001),
+        probs(six=0.01),
+        probs(),
+    ]
+    m = annotation_metrics(rows, token_probs, tokenizer)
+    assert m["reward_quality_n"] == 3
+    assert m["reward_quality"] == pytest.approx(2 / 3)
+    assert m["reward_quality_first"] == pytest.approx(1 / 3)
+    assert m["grm_step_agreement"] == pytest.approx(2 / 3)
+    assert m["mean_reward_correct_token"] == pytest.approx(0.4)
+    assert m["mean_reward_incorrect_token"] == 0.0
+    assert m["edited_token_fraction"] == pytest.approx(0.25)

@@ -1,0 +1,169 @@
+"""GRM inference: the two-step verdict/rewrite protocol, batched greedy decoding, metrics."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from rlmec_core.grm import GrmVerdict, greedy_continuations, grm_metrics, grm_rewrites
+from rlmec_core.grm_data import (
+    ERROR_STEP_RESPONSE_PREFIX,
+    error_step_prompt,
+    rewrite_prompt,
+)
+from rlmec_core.modeling import build_tiny_llama
+from rlmec_core.tokenizer import train_tokenizer
+
+QUESTION = "Tom has 3 apples and buys 2 more. How many apples does he have?"
+GOLD = "3 + 2 = 5\nThe answer is 5"
+WRONG = "Tom starts with 3 apples.\n3 + 2 = 6\nThe answer is 6"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    texts = [
+        error_step_prompt(QUESTION, GOLD, WRONG),
+        rewrite_prompt(QUESTION, GOLD, WRONG),
+        "The first error step is [1]\nThe prediction is correct\n0123456789",
+    ]
+    return train_tokenizer(texts * 5, vocab_size=360)
+
+
+class ScriptedGRM:
+    """A stand-in GRM: continues each prompt with the text ``script`` gives for it.
+
+    ``script(prompt_text) -> continuation``; every prompt it is asked about is recorded.
+    It implements just the surface of a model that ``greedy_continuations`` touches.
+    """
+
+    def __init__(self, tokenizer, script):
+        self.tokenizer, self.script = tokenizer, script
+        self.prompts: list[str] = []
+        self.generation_config = SimpleNamespace(eos_token_id=tokenizer.eos_token_id)
+        self.device = torch.device("cpu")
+        self.training = False
+
+    def eval(self):
+        return self
+
+    def generate(self, input_ids, attention_mask, max_new_tokens, pad_token_id, **_):
+        tok = self.tokenizer
+        rows = []
+        for ids, mask in zip(input_ids.tolist(), attention_mask.tolist(), strict=True):
+            assert mask[-1] == 1, "prompts must be left-padded"
+            prompt = tok.decode([t for t, m in zip(ids, mask, strict=True) if m])
+            self.prompts.append(prompt)
+            new = tok(self.script(prompt), add_special_tokens=False)["input_ids"]
+            rows.append(ids + (new + [tok.eos_token_id])[:max_new_tokens])
+        width = max(map(len, rows))
+        return torch.tensor([r + [pad_token_id] * (width - len(r)) for r in rows])
+
+
+def _row(prediction: str, **extra) -> dict:
+    return {"question": QUESTION, "gold_solution": GOLD, "prediction": prediction, **extra}
+
+
+def test_two_step_protocol_keeps_the_prefix_and_completes_the_rest(tokenizer):
+    # Each prediction gets its own verdict; rewrites continue with a fixed correction.
+    verdicts = {
+        "A": "The first error step is [1]",
+        "B": "The prediction is correct",
+        "C": "I cannot tell",
+        "D": "The first error step is [7]",  # past the last step
+        "E": "The first error step is [0]",
+    }
+
+    def script(prompt: str) -> str:
+        marker = prompt.split("Tom starts with ")[1][0]  # the letter labelling the row
+        if prompt.endswith(ERROR_STEP_RESPONSE_PREFIX):
+            return verdicts[marker]
+        return "3 + 2 = 5\nThe answer is 5\n"
+
+    rows = [_row(f"Tom starts with {m} apples.\n3 + 2 = 6\nThe answer is 6") for m in "ABCDE"]
+    grm = ScriptedGRM(tokenizer, script)
+    out = grm_rewrites(grm, tokenizer, rows, batch_size=2, max_new_tokens=64, progress=False)
+
+    assert out[0] == GrmVerdict(1, "Tom starts with A apples.\n3 + 2 = 5\nThe answer is 5")
+    assert out[1] == GrmVerdict(-1, rows[1]["prediction"])
+    assert out[2] == GrmVerdict(None, None)
+    assert out[3] == GrmVerdict(7, None)
+    assert out[4] == GrmVerdict(0, "3 + 2 = 5\nThe answer is 5")
+    # Five verdict prompts, then rewrite prompts only for the two rows with a usable step,
+    # each ending with the prediction's steps before the error.
+    rewrites = [p for p in grm.prompts if not p.endswith(ERROR_STEP_RESPONSE_PREFIX)]
+    assert len(grm.prompts) == 7 and len(rewrites) == 2
+    assert sorted(rewrites) == sorted(
+        [
+            rewrite_prompt(QUESTION, GOLD, rows[0]["prediction"]) + "Tom starts with A apples.\n",
+            rewrite_prompt(QUESTION, GOLD, rows[4]["prediction"]),
+        ]
+    )
+
+
+def test_rows_missing_a_field_are_refused(tokenizer):
+    grm = ScriptedGRM(tokenizer, lambda _: "")
+    with pytest.raises(ValueError, match=r"row 1 has no string field 'prediction'"):
+        rows = [_row(WRONG), {"question": QUESTION, "gold_solution": GOLD}]
+        grm_rewrites(grm, tokenizer, rows, batch_size=2, max_new_tokens=4, progress=False)
+
+
+def test_batched_greedy_decoding_matches_one_prompt_at_a_time(tokenizer):
+    # Left padding must not change what a (random) model continues a prompt with.
+    model = build_tiny_llama(
+        tokenizer,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        seed=3,
+    )
+    prompts = [QUESTION, "3 + 2 = 5", GOLD, WRONG, "The answer is"]
+    ids = [tokenizer(p)["input_ids"] for p in prompts]
+    batched = greedy_continuations(
+        model, tokenizer, ids, max_new_tokens=6, batch_size=3, progress=False
+    )
+    single = [
+        greedy_continuations(model, tokenizer, [i], max_new_tokens=6, batch_size=1, progress=False)
+        for i in ids
+    ]
+    assert [[t] for t in batched] == single
+    assert all(isinstance(t, str) and t for t in batched)
+
+
+def test_greedy_continuations_stop_at_eos_and_drop_it(tokenizer):
+    grm = ScriptedGRM(tokenizer, lambda p: "short" if "x" in p else "a longer continuation")
+    ids = [tokenizer("x")["input_ids"], tokenizer("yy")["input_ids"]]
+    out = greedy_continuations(grm, tokenizer, ids, max_new_tokens=32, batch_size=2, progress=False)
+    assert out == ["short", "a longer continuation"]
+    with pytest.raises(ValueError, match="prompt 0 is empty"):
+        greedy_continuations(grm, tokenizer, [[]], max_new_tokens=4, batch_size=1)
+
+
+def test_grm_metrics_against_the_teacher():
+    rows = [
+        # kept: the GRM names the teacher's step and reaches the gold answer
+        _row(WRONG, gold_answer="5", correct=False, error_step=1, teacher_status="kept"),
+        # kept: wrong step, rewrite misses the gold answer
+        _row(WRONG, gold_answer="5", correct=False, error_step=1, teacher_status="kept"),
+        # correct: the GRM agrees
+        _row(GOLD, gold_answer="5", correct=True, error_step=-1, teacher_status="correct"),
+        # abstained: its step is unknown, but the rewrite counts for the gold rate
+        _row(WRONG, gold_answer="5", correct=False, error_step=-1, teacher_status="abstained"),
+    ]
+    verdicts = [
+        GrmVerdict(1, "Tom starts with 3 apples.\n3 + 2 = 5\nThe answer is 5"),
+        GrmVerdict(0, "3 + 2 = 7\nThe answer is 7"),
+        GrmVerdict(-1, GOLD),
+        GrmVerdict(None, None),
+    ]
+    m = grm_metrics(verdicts, rows)
+    assert m["error_step_accuracy"] == pytest.approx(2 / 3)
+    assert m["error_step_accuracy_incorrect"] == pytest.approx(1 / 2)
+    assert m["parse_rate"] == pytest.approx(3 / 4)
+    assert m["rewrite_gold_rate"] == pytest.approx(1 / 3)
+    assert m["rewrite_gold_rate_kept"] == pytest.approx(1 / 2)
+    with pytest.raises(ValueError, match="3 verdicts for 4 rows"):
+        grm_metrics(verdicts[:3], rows)
