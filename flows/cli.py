@@ -64,6 +64,22 @@ def _parser() -> argparse.ArgumentParser:
     lineage.add_argument("artifact_id", help="an artifact id (a unique prefix is enough)")
     lineage.add_argument("--workspace", default="workspace", help="(default: %(default)s)")
     lineage.add_argument("--json", action="store_true", help="machine-readable output")
+    ablate = sub.add_parser(
+        "ablate",
+        help="train every policy variant over several seeds and compare accuracy",
+        description=(
+            "Run the shared stages once (cached), then train_policy and evaluate for each "
+            "variant (rlmec, no_imitation, no_token_reward, rft, sft) and seed on the same "
+            "annotated data, and print mean ± std accuracy per variant and eval set."
+        ),
+    )
+    ablate.add_argument("--config", default="configs/tiny.yaml", help="(default: %(default)s)")
+    ablate.add_argument("--seeds", type=int, default=3, help="seeds per variant (default: 3)")
+    ablate.add_argument(
+        "--variants", nargs="+", choices=["rlmec", "no_imitation", "no_token_reward", "rft", "sft"]
+    )
+    ablate.add_argument("--workspace", default="workspace", help="(default: %(default)s)")
+
     runs = sub.add_parser(
         "runs",
         help="list pipeline runs and each stage's status",
@@ -75,6 +91,30 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_argument("--workspace", default="workspace", help="(default: %(default)s)")
     runs.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
+
+
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    configure_environment(args.workspace)
+    from flows.ablation import rlmec_ablation
+    from rlmec_core.config import ConfigError, load_config
+
+    if args.seeds < 1:
+        print("rlmec: --seeds must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        load_config(args.config)
+    except ConfigError as exc:
+        print(f"rlmec: {exc}", file=sys.stderr)
+        return 2
+    result = rlmec_ablation(
+        config_path=args.config, workspace=args.workspace, seeds=args.seeds, variants=args.variants
+    )
+    print()
+    _print_stage_table(result["stages"])
+    print()
+    print(result["markdown"])
+    print(f"ablation artifact: {result['artifact']}")
+    return 0
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
@@ -107,18 +147,39 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"rlmec: {exc}", file=sys.stderr)
         return 2
-    reports = rlmec_pipeline(
-        config_path=args.config, workspace=args.workspace, until=args.until, force=args.force
-    )
+    from tasks.stage import StageError
+
+    try:
+        reports = rlmec_pipeline(
+            config_path=args.config, workspace=args.workspace, until=args.until, force=args.force
+        )
+    except StageError as exc:
+        print(f"\nrlmec: {exc}", file=sys.stderr)
+        print(
+            f"rlmec: see `rlmec runs --workspace {args.workspace}` for every stage's status",
+            file=sys.stderr,
+        )
+        return 1
     if args.json:
         print(json.dumps(reports, indent=2))
         return 0
     print()
+    _print_stage_table(reports)
+    evaluation = next((r for r in reports if r["stage"] == "evaluate" and r["artifact"]), None)
+    if evaluation:
+        from storage.store import ArtifactStore
+
+        table = ArtifactStore(args.workspace).path(evaluation["artifact"]) / "results.md"
+        print(f"\nEvaluation (greedy accuracy, %):\n{table.read_text(encoding='utf-8')}")
+    return 0
+
+
+def _print_stage_table(reports: list[dict]) -> None:
+    width = max(13, *(len(r["stage"]) + 1 for r in reports))
     for report in reports:
         artifact = report["artifact"] or "-"
         seconds = f"{report['seconds']:.1f}s" if report["status"] in ("ran", "cached") else ""
-        print(f"{report['stage']:<13} {report['status']:<16} {artifact:<22} {seconds}")
-    return 0
+        print(f"{report['stage']:<{width}} {report['status']:<16} {artifact:<22} {seconds}")
 
 
 def _cmd_lineage(args: argparse.Namespace) -> int:
@@ -150,7 +211,12 @@ def _cmd_lineage(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"run": _cmd_run, "lineage": _cmd_lineage, "runs": _cmd_runs}
+    handlers = {
+        "run": _cmd_run,
+        "ablate": _cmd_ablate,
+        "lineage": _cmd_lineage,
+        "runs": _cmd_runs,
+    }
     return handlers[args.command](args)
 
 

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.runner import pipeline_run
-from rlmec_core.config import load_config
+from flows.runner import StageRunner, pipeline_run
+from rlmec_core.config import PipelineConfig, load_config
+from tasks.annotate import annotate_task
 from tasks.bootstrap import bootstrap_task, policy_source_key
 from tasks.collect import collect_task
+from tasks.context import RunContext
 from tasks.data import data_task, input_files_digest
 from tasks.distill import distill_task
+from tasks.evaluate import evaluate_task
+from tasks.train_grm import train_grm_task
+from tasks.train_policy import train_policy_task
 
 
 @flow(name="rlmec-pipeline", persist_result=False, log_prints=True)
@@ -25,10 +30,38 @@ def rlmec_pipeline(
 ) -> list[dict]:
     config = load_config(config_path)
     with pipeline_run(config, workspace, config_path, until=until, force=force) as stages:
-        data = stages.run(data_task, {}, extra_key=input_files_digest(config))
-        policy = stages.run(bootstrap_task, {"data": data}, extra_key=policy_source_key(config))
-        samples = stages.run(collect_task, {"policy": policy, "data": data})
-        stages.run(distill_task, {"samples": samples, "policy": policy})
-        for pending in ("train_grm", "annotate", "train_policy", "evaluate"):
-            stages.not_implemented(pending)
+        upstream = reward_annotation(stages, config)
+        policy_and_evaluation(stages, upstream)
         return [vars(report) for report in stages.reports]
+
+
+def reward_annotation(stages: StageRunner, config: PipelineConfig) -> dict[str, dict | None]:
+    """Stages 1–4: everything every policy variant shares."""
+    data = stages.run(data_task, {}, extra_key=input_files_digest(config))
+    policy = stages.run(bootstrap_task, {"data": data}, extra_key=policy_source_key(config))
+    samples = stages.run(collect_task, {"policy": policy, "data": data})
+    rewrites = stages.run(distill_task, {"samples": samples, "policy": policy})
+    grm = stages.run(train_grm_task, {"rewrites": rewrites, "policy": policy})
+    rl_data = stages.run(annotate_task, {"rewrites": rewrites, "grm": grm, "policy": policy})
+    return {"data": data, "policy": policy, "rl_data": rl_data}
+
+
+def policy_and_evaluation(
+    stages: StageRunner,
+    upstream: dict[str, dict | None],
+    ctx: RunContext | None = None,
+    label: str = "",
+) -> dict | None:
+    """Stages 5–6 for one variant: train the policy, evaluate it beside the initial one."""
+    trained = stages.run(
+        train_policy_task,
+        {"rl_data": upstream["rl_data"], "policy": upstream["policy"]},
+        ctx=ctx,
+        label=f"train_policy{label}",
+    )
+    return stages.run(
+        evaluate_task,
+        {"data": upstream["data"], "initial": upstream["policy"], "policy": trained},
+        ctx=ctx,
+        label=f"evaluate{label}",
+    )

@@ -72,36 +72,51 @@ class StageRunner:
                 client, self.ctx.mlflow_parent_run_id, {f"{report.stage}.seconds": report.seconds}
             )
 
-    def run(self, stage_task: Any, parents: dict[str, Any], extra_key: str = "") -> dict | None:
-        """Run (or take from cache) one stage; None when it is not reached."""
+    def run(
+        self,
+        stage_task: Any,
+        parents: dict[str, Any],
+        extra_key: str = "",
+        *,
+        ctx: RunContext | None = None,
+        label: str | None = None,
+    ) -> dict | None:
+        """Run (or take from cache) one stage; None when it is not reached.
+
+        ``ctx`` overrides the run's context (an ablation variant's config); ``label``
+        names the report line when one stage runs several times.
+        """
         stage = stage_task.name
+        label = label or stage
+        ctx = ctx or self.ctx
         if self._stopped or any(ref is None for ref in parents.values()):
-            self._record(StageReport(stage, NOT_REACHED))
+            self._record(StageReport(label, NOT_REACHED))
             return None
-        section = self.ctx.config.stage(stage)
+        section = ctx.config.stage(stage)
         forced = self.force_from is not None and STAGES.index(stage) >= self.force_from
         started = time.perf_counter()
-        ref, cached = self._submit(stage_task, section, parents, extra_key, refresh=forced)
-        if cached and not self.ctx.store.exists(ref["id"]):
-            # The cache remembers an artifact that was deleted from the store: recompute.
-            ref, cached = self._submit(stage_task, section, parents, extra_key, refresh=True)
+        try:
+            ref, cached = self._submit(ctx, stage_task, section, parents, extra_key, forced)
+            if cached and not ctx.store.exists(ref["id"]):
+                # The cache remembers an artifact that was deleted from the store: recompute.
+                ref, cached = self._submit(ctx, stage_task, section, parents, extra_key, True)
+        except BaseException:
+            self._record(StageReport(label, FAILED, None, time.perf_counter() - started))
+            raise
         status = SKIPPED if ref["kind"] == "model_ref" else CACHED if cached else RAN
-        self._record(StageReport(stage, status, ref["id"], time.perf_counter() - started))
+        self._record(StageReport(label, status, ref["id"], time.perf_counter() - started))
         if stage == self.until:
             self._stopped = True
         return ref
 
-    def _submit(self, stage_task, section, parents, extra_key, *, refresh: bool):
+    def _submit(self, ctx, stage_task, section, parents, extra_key, refresh: bool):
         configured = stage_task.with_options(
             retries=section.retries,
             retry_delay_seconds=section.retry_delay_seconds,
             refresh_cache=True if refresh else None,
         )
-        state = configured(self.ctx, parents, extra_key, return_state=True)
-        if not state.is_completed():
-            self._record(StageReport(stage_task.name, FAILED))
-            state.result()  # raises the stage's error
-        return state.result(), state.name == "Cached"
+        state = configured(ctx, parents, extra_key, return_state=True)
+        return state.result(), state.name == "Cached"  # result() raises a failed stage's error
 
     def not_implemented(self, stage: str) -> None:
         self._record(StageReport(stage, NOT_REACHED if self._stopped else NOT_IMPLEMENTED))

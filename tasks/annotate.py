@@ -1,0 +1,39 @@
+"""Stage `annotate`: GRM rewrites, token rewards, reference log-probs, imitation weights."""
+
+from __future__ import annotations
+
+from rlmec_core.annotate import annotate_samples
+from rlmec_core.data.io import load_parquet, save_parquet
+from rlmec_core.modeling import load_policy
+from tasks.context import RunContext
+from tasks.models import model_dir
+from tasks.stage import StageIO, StageResult, stage_task
+
+
+@stage_task(
+    "annotate",
+    [
+        "rlmec_core.annotate",
+        "rlmec_core.grm",
+        "rlmec_core.grm_data",
+        "rlmec_core.rewards",
+        "rlmec_core.editing",
+        "rlmec_core.logprobs",
+    ],
+)
+def annotate_task(ctx: RunContext, io: StageIO) -> StageResult:
+    cfg = ctx.config.annotate
+    grm, tokenizer = load_policy(model_dir(io.inputs["grm"]))
+    reference, _ = load_policy(model_dir(io.inputs["policy"]))
+    rows, metrics = annotate_samples(
+        load_parquet(io.inputs["rewrites"] / "distilled.parquet"),
+        grm,
+        reference,
+        tokenizer,
+        batch_size=cfg.batch_size,
+        max_new_tokens=cfg.max_new_tokens,
+    )
+    if len(rows) == 0:
+        raise ValueError("annotate kept no sample: every incorrect sample's GRM rewrite missed")
+    save_parquet(rows, io.out / "rl_data.parquet")
+    return StageResult(kind="rl_data", metrics=metrics, summary={"n_rows": len(rows)})

@@ -1,0 +1,73 @@
+"""Stage `train_grm`: SFT of the generative reward model, initialised from the policy."""
+
+from __future__ import annotations
+
+import random
+
+from rlmec_core.data.io import load_parquet
+from rlmec_core.grm import grm_metrics, grm_rewrites
+from rlmec_core.grm_data import build_grm_examples
+from rlmec_core.modeling import load_policy
+from rlmec_core.trainers.sft import train_sft
+from tasks.context import RunContext
+from tasks.models import model_dir
+from tasks.stage import StageIO, StageResult, stage_task
+
+
+def heldout_split(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Hold out whole problems, so no held-out problem is seen in GRM training."""
+    problems = sorted({r["problem_id"] for r in rows})
+    random.Random(seed).shuffle(problems)
+    held = set(problems[: round(len(problems) * fraction)])
+    return [r for r in rows if r["problem_id"] not in held], [
+        r for r in rows if r["problem_id"] in held
+    ]
+
+
+@stage_task(
+    "train_grm",
+    ["rlmec_core.trainers.sft", "rlmec_core.grm", "rlmec_core.grm_data", "rlmec_core.modeling"],
+)
+def train_grm_task(ctx: RunContext, io: StageIO) -> StageResult:
+    cfg = ctx.config.train_grm
+    distilled = list(load_parquet(io.inputs["rewrites"] / "distilled.parquet"))
+    train_rows, heldout = heldout_split(distilled, cfg.heldout_fraction, ctx.config.run.seed)
+    examples = list(build_grm_examples(train_rows, seed=ctx.config.run.seed))
+    if not examples:
+        raise ValueError(
+            f"no GRM training examples: of {len(train_rows)} training samples none has a kept "
+            "teacher rewrite (see the distill stage's metrics); collect more samples or use a "
+            "teacher that handles this data"
+        )
+    model, tokenizer = load_policy(model_dir(io.inputs["policy"]))
+    result = train_sft(
+        model,
+        tokenizer,
+        [{"prompt": e["prompt"], "response": e["response"]} for e in examples],
+        io.scratch / "checkpoints",
+        epochs=cfg.epochs,
+        learning_rate=cfg.learning_rate,
+        batch_size=cfg.batch_size,
+        warmup_ratio=cfg.warmup_ratio,
+        seed=ctx.config.run.seed,
+        save_steps=cfg.save_steps,
+        resume=True,
+    )
+    model.save_pretrained(io.out / "model")
+    tokenizer.save_pretrained(io.out / "model")
+    history = result.pop("loss_history", [])
+    metrics = {
+        k: v for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    metrics.update(n_examples=float(len(examples)), n_heldout=float(len(heldout)))
+    judged = [r for r in heldout if r["teacher_status"] in ("kept", "correct")]
+    if judged:
+        verdicts = grm_rewrites(
+            model,
+            tokenizer,
+            judged,
+            batch_size=cfg.eval_batch_size,
+            max_new_tokens=cfg.max_new_tokens,
+        )
+        metrics.update({f"heldout_{k}": v for k, v in grm_metrics(verdicts, judged).items()})
+    return StageResult(kind="grm", metrics=metrics, series={"train_loss": history})
