@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from flows.environment import configure_environment
 
@@ -80,6 +81,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     ablate.add_argument("--workspace", default="workspace", help="(default: %(default)s)")
 
+    serve = sub.add_parser(
+        "serve",
+        help="serve the pipeline on a schedule from this process",
+        description=(
+            "Register a deployment of the pipeline with the Prefect API (PREFECT_API_URL, or "
+            "the embedded server) and run it on a cron schedule from this single process, "
+            "until interrupted. Runs can also be triggered through the API or UI."
+        ),
+    )
+    serve.add_argument("--config", default="configs/tiny.yaml", help="(default: %(default)s)")
+    serve.add_argument("--workspace", default="workspace", help="(default: %(default)s)")
+    serve.add_argument("--cron", default="0 2 * * *", help="schedule (default: %(default)r, UTC)")
+    serve.add_argument(
+        "--name", default="rlmec-served", help="deployment name (default: %(default)s)"
+    )
+
     runs = sub.add_parser(
         "runs",
         help="list pipeline runs and each stage's status",
@@ -114,6 +131,28 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     print()
     print(result["markdown"])
     print(f"ablation artifact: {result['artifact']}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    configure_environment(args.workspace)
+    from flows.pipeline import rlmec_pipeline
+    from rlmec_core.config import ConfigError, load_config
+
+    try:
+        load_config(args.config)
+    except ConfigError as exc:
+        print(f"rlmec: {exc}", file=sys.stderr)
+        return 2
+    # Absolute paths: the served runs must not depend on the server's working directory.
+    rlmec_pipeline.serve(
+        name=args.name,
+        cron=args.cron,
+        parameters={
+            "config_path": str(Path(args.config).resolve()),
+            "workspace": str(Path(args.workspace).resolve()),
+        },
+    )
     return 0
 
 
@@ -216,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "ablate": _cmd_ablate,
         "lineage": _cmd_lineage,
         "runs": _cmd_runs,
+        "serve": _cmd_serve,
     }
     return handlers[args.command](args)
 

@@ -77,9 +77,12 @@ def stage_cache_key(
 
 
 def stage_task(
-    stage: str, code_modules: Sequence[str]
+    stage: str, code_modules: Sequence[str], register_as: str | None = None
 ) -> Callable[[Callable[[RunContext, StageIO], StageResult]], Any]:
-    """Decorator: make ``fn(ctx, io)`` the Prefect task of ``stage``."""
+    """Decorator: make ``fn(ctx, io)`` the Prefect task of ``stage``.
+
+    ``register_as``: the MLflow registered-model name the stage's model is versioned under.
+    """
 
     def decorate(fn: Callable[[RunContext, StageIO], StageResult]):
         modules = (*code_modules, fn.__module__, __name__)
@@ -105,7 +108,7 @@ def stage_task(
             ctx: RunContext, parents: dict[str, ArtifactRef], extra_key: str = ""
         ) -> ArtifactRef:
             key = stage_cache_key(ctx, stage, parents, code_fingerprint(modules), extra_key)
-            return _execute(ctx, stage, fn, parents, code_fingerprint(modules), key)
+            return _execute(ctx, stage, fn, parents, code_fingerprint(modules), key, register_as)
 
         run_stage.code_modules = modules
         return run_stage
@@ -120,6 +123,7 @@ def _execute(
     parents: dict[str, ArtifactRef],
     fingerprint: str,
     cache_key: str,
+    register_as: str | None = None,
 ) -> ArtifactRef:
     store = ctx.store
     client = MlflowClient(tracking_uri=ctx.mlflow_tracking_uri)
@@ -174,6 +178,12 @@ def _execute(
             client, run_id, {"rlmec.artifact_id": manifest.id, "rlmec.kind": result.kind}
         )
         client.log_artifact(run_id, str(store.path(manifest.id) / MANIFEST_NAME))
+        if register_as is not None:
+            model_path = store.path(manifest.id) / "model"
+            version = tracking.register_model(client, register_as, model_path, run_id, manifest.id)
+            tracking.set_tags(
+                client, run_id, {"rlmec.registered_model": f"{register_as}/{version.version}"}
+            )
         client.set_terminated(run_id, "FINISHED")
     except BaseException as exc:
         tracking.set_tags(client, run_id, {"rlmec.error": _short_error(exc)})

@@ -82,3 +82,25 @@ def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, Any]) -> None
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def register_model(
+    client: MlflowClient, name: str, model_path: Path, run_id: str, artifact_id: str
+):
+    """A new version of registered model ``name`` pointing at the artifact's weights."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(
+            name, description="Registered by the rlmec pipeline; versions point at artifacts."
+        )
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    return client.create_model_version(
+        name,
+        source=model_path.resolve().as_uri(),
+        run_id=run_id,
+        tags={"rlmec.artifact_id": artifact_id},
+        description=f"rlmec artifact {artifact_id}",
+    )

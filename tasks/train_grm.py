@@ -27,6 +27,7 @@ def heldout_split(rows: list[dict], fraction: float, seed: int) -> tuple[list[di
 @stage_task(
     "train_grm",
     ["rlmec_core.trainers.sft", "rlmec_core.grm", "rlmec_core.grm_data", "rlmec_core.modeling"],
+    register_as="rlmec-grm",
 )
 def train_grm_task(ctx: RunContext, io: StageIO) -> StageResult:
     cfg = ctx.config.train_grm

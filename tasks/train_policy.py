@@ -20,6 +20,7 @@ from tasks.stage import StageIO, StageResult, stage_task
         "rlmec_core.logprobs",
         "rlmec_core.rewards",
     ],
+    register_as="rlmec-policy",
 )
 def train_policy_task(ctx: RunContext, io: StageIO) -> StageResult:
     cfg = ctx.config.train_policy
