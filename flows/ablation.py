@@ -19,7 +19,7 @@ from storage.manifest import Provenance
 VARIANTS = ("rlmec", "no_imitation", "no_token_reward", "rft", "sft")
 
 
-@flow(name="rlmec-ablation", persist_result=False, log_prints=True)
+@flow(name="rlmec-ablation", persist_result=False)
 def rlmec_ablation(
     config_path: str = "configs/tiny.yaml",
     workspace: str = "workspace",

@@ -21,7 +21,7 @@ from tasks.train_grm import train_grm_task
 from tasks.train_policy import train_policy_task
 
 
-@flow(name="rlmec-pipeline", persist_result=False, log_prints=True)
+@flow(name="rlmec-pipeline", persist_result=False)
 def rlmec_pipeline(
     config_path: str = "configs/tiny.yaml",
     workspace: str = "workspace",
