@@ -97,6 +97,23 @@ def _parser() -> argparse.ArgumentParser:
         "--name", default="rlmec-served", help="deployment name (default: %(default)s)"
     )
 
+    report = sub.add_parser(
+        "report",
+        help="write a self-contained HTML report of a pipeline run",
+        description=(
+            "Write one HTML file (inline CSS and SVG, nothing external) about a pipeline run: "
+            "stage timings and cache hits, key metrics, the evaluation and ablation tables, "
+            "training curves from MLflow and per-token rewards of erroneous solutions."
+        ),
+    )
+    report.add_argument(
+        "run_id",
+        nargs="?",
+        help="MLflow parent run id or a unique prefix, as `rlmec runs` lists (default: latest)",
+    )
+    report.add_argument("--workspace", default="workspace", help="(default: %(default)s)")
+    report.add_argument("--out", help="output file (default: <workspace>/reports/<run id>.html)")
+
     runs = sub.add_parser(
         "runs",
         help="list pipeline runs and each stage's status",
@@ -153,6 +170,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             "workspace": str(Path(args.workspace).resolve()),
         },
     )
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    configure_environment(args.workspace)
+    from flows.report import write_report
+
+    try:
+        path = write_report(args.workspace, args.run_id, args.out)
+    except ValueError as exc:
+        print(f"rlmec: {exc}", file=sys.stderr)
+        return 1
+    print(f"report written to {path}")
     return 0
 
 
@@ -256,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         "lineage": _cmd_lineage,
         "runs": _cmd_runs,
         "serve": _cmd_serve,
+        "report": _cmd_report,
     }
     return handlers[args.command](args)
 

@@ -133,6 +133,10 @@ class _Run:
             error = self.stage_error(stage)
             return f"stage {stage} failed" + (f": {error}" if error else "")
         if status == "not reached":
+            if self.record.get("status") == "RUNNING":
+                return f"stage {stage} has not run yet (the run is still going)"
+            if self.record.get("status") == "INTERRUPTED":
+                return f"stage {stage} was not reached (the run was interrupted)"
             return f"stage {stage} was not reached (the run stopped before it)"
         if status == "not implemented":
             return f"stage {stage} is not implemented in this pipeline version"
@@ -162,6 +166,7 @@ class _Run:
                 [parent.info.experiment_id],
                 filter_string=f"tags.mlflow.parentRunId = '{self.run_id}'",
                 max_results=1000,
+                order_by=["attributes.start_time ASC"],  # a retried stage: the last try wins
             )
             self._children = {
                 r.info.run_name or r.data.tags.get("rlmec.stage", ""): r for r in runs
@@ -174,6 +179,12 @@ class _Run:
         except Exception:  # the note is extra detail, never worth failing for
             return None
         return child.data.tags.get("rlmec.error") if child is not None else None
+
+    def summary_metrics(self, line: dict[str, Any]) -> dict[str, Any]:
+        """The metrics recorded in the stage's manifest ({} when it has no artifact)."""
+        if not line.get("artifact"):
+            return {}
+        return dict(self.store.manifest(self.artifact_of(line).name).extra.get("metrics") or {})
 
     def metric_run(self, line: dict[str, Any]) -> str:
         """The MLflow run holding a stage's metrics: the one that made its artifact (for a
@@ -479,6 +490,10 @@ def metric_series(client: Any, run_id: str, key: str) -> list[tuple[float, float
     return sorted(by_step.items())
 
 
+def _same(value: float, other: Any) -> bool:
+    return isinstance(other, int | float) and math.isclose(value, float(other), rel_tol=1e-9)
+
+
 def section_curves(run: _Run) -> str:
     charts = []
     for line in run.lines:
@@ -488,13 +503,20 @@ def section_curves(run: _Run) -> str:
         try:
             child = run.metric_run(line)
             client = run.client()
+            summary = run.summary_metrics(line)
             series = {}
             for key in CURVE_KEYS[stage]:
                 values = metric_series(client, child, key)
+                # A stage's summary metric of the same name (e.g. the mean train_loss) is
+                # logged at step 0 of the same MLflow key; it is not a point of the curve.
+                mean = summary.get(key)
+                if len(values) > 1 and values[0][0] == 0 and _same(values[0][1], mean):
+                    values = values[1:]
                 if values:
                     series[key] = values
-        except Unavailable as why:
-            charts.append(f'<div class="chart"><h3>{_e(line["stage"])}</h3>{_note(str(why))}</div>')
+        except Exception as exc:  # one stage's missing history must not hide the others
+            why = str(exc) if isinstance(exc, Unavailable) else f"{type(exc).__name__}: {exc}"
+            charts.append(f'<div class="chart"><h3>{_e(line["stage"])}</h3>{_note(why)}</div>')
             continue
         if not series:
             why = f"MLflow run {child} has no {' / '.join(CURVE_KEYS[stage])} history"

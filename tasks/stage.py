@@ -173,7 +173,11 @@ def _execute(
                     extra={"summary": result.summary, "metrics": result.metrics},
                 ),
             )
-        tracking.log_metrics(client, run_id, result.metrics, result.series)
+        # A summary value named like a curve (train_loss) would become the curve's step 0.
+        summary_metrics = {
+            (f"{k}_summary" if k in result.series else k): v for k, v in result.metrics.items()
+        }
+        tracking.log_metrics(client, run_id, summary_metrics, result.series)
         tracking.set_tags(
             client, run_id, {"rlmec.artifact_id": manifest.id, "rlmec.kind": result.kind}
         )

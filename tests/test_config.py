@@ -42,7 +42,9 @@ def test_chat_teacher_requires_endpoint_and_never_holds_a_key(tmp_path):
     path = write(tmp_path, "distill:\n  teacher:\n    kind: chat\n    model: m\n")
     with pytest.raises(ConfigError, match=r"distill\.teacher\.chat\.base_url"):
         load_config(path)
-    path = write(tmp_path, "distill:\n  teacher:\n    kind: chat\n    model: m\n    api_key: sk-x\n")
+    path = write(
+        tmp_path, "distill:\n  teacher:\n    kind: chat\n    model: m\n    api_key: sk-x\n"
+    )
     with pytest.raises(ConfigError, match=r"api_key: unknown key"):
         load_config(path)
 
