@@ -28,22 +28,23 @@ from rlmec_core.trainers.sft import train_sft
 class BootstrapParams:
     """Sizes and SFT settings of the bootstrap policy (defaults: the "tiny" offline run)."""
 
-    vocab_size: int = 512
-    hidden_size: int = 128
-    num_layers: int = 4
+    vocab_size: int = 1024  # the synthetic task's words all fit; larger adds nothing
+    hidden_size: int = 96
+    num_layers: int = 3
     num_heads: int = 4
-    intermediate_size: int = 512
+    intermediate_size: int = 384
     max_position_embeddings: int = 512
-    epochs: float = 3.0
-    learning_rate: float = 1e-3
-    batch_size: int = 32
-    warmup_ratio: float = 0.05
+    epochs: float = 5.0  # 1250 steps on 4000 problems: dev accuracy 39-68% over 3 seeds
+    learning_rate: float = 3e-3
+    batch_size: int = 16
+    warmup_ratio: float = 0.03
     weight_decay: float = 0.0
+    adam_beta2: float = 0.98  # shorter second-moment memory: faster at this high LR
     max_length: int = 512
-    save_steps: int = 100
+    save_steps: int = 200
     seed: int = 0
     eval_max_new_tokens: int = 160
-    eval_batch_size: int = 64
+    eval_batch_size: int = 200  # decoding a tiny model is overhead-bound: big batches are ~free
 
 
 def save_policy_atomically(
@@ -134,6 +135,7 @@ def bootstrap_policy(
         max_length=min(params.max_length, params.max_position_embeddings),
         save_steps=params.save_steps,
         weight_decay=params.weight_decay,
+        adam_beta2=params.adam_beta2,
         resume=True,
         progress=progress,
     )

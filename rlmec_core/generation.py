@@ -101,7 +101,8 @@ def generate_solutions(
     batches = range(0, len(prompts), batch_size)
     for index, offset in enumerate(tqdm(batches, desc="generate", disable=not progress)):
         batch = prompts[offset : offset + batch_size]
-        enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
+        # Default special tokens (e.g. a BOS), exactly as SFT tokenised its prompts.
+        enc = tokenizer(batch, return_tensors="pt", padding=True)
         enc = {k: v.to(model.device) for k, v in enc.items()}
         torch.manual_seed(seed * 1_000_003 + index)
         out = model.generate(**enc, **gen_kwargs)

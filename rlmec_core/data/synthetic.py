@@ -492,16 +492,15 @@ def synthetic_splits(
     out: dict[str, Dataset] = {}
     start = 0
     for split, n in sizes.items():
-        rows = [
-            {
-                "id": f"synthetic-{split}-{i}",
-                "question": p.question,
-                "gold_solution": p.gold_solution,
-                "gold_answer": p.gold_answer,
-                "source": "synthetic",
-            }
-            for i, p in enumerate(problems[start : start + n])
-        ]
+        chunk = problems[start : start + n]
         start += n
-        out[split] = Dataset.from_list(rows, features=RECORD_FEATURES)
+        columns = {
+            "id": [f"synthetic-{split}-{i}" for i in range(n)],
+            "question": [p.question for p in chunk],
+            "gold_solution": [p.gold_solution for p in chunk],
+            "gold_answer": [p.gold_answer for p in chunk],
+            "source": ["synthetic"] * n,
+        }
+        # from_dict, not from_list: an empty split must still carry the schema.
+        out[split] = Dataset.from_dict(columns, features=RECORD_FEATURES)
     return DatasetDict(out)

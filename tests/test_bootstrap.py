@@ -1,0 +1,173 @@
+"""Micro bootstrap end to end, and SFT's response-only loss and checkpoint resume."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from datasets import DatasetDict
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from rlmec_core.bootstrap import BootstrapParams, bootstrap_policy
+from rlmec_core.data.synthetic import synthetic_splits
+from rlmec_core.modeling import build_tiny_llama
+from rlmec_core.policy_prompt import format_policy_prompt
+from rlmec_core.tokenizer import train_tokenizer
+from rlmec_core.trainers.sft import (
+    IGNORE_INDEX,
+    ResponseOnlyCollator,
+    tokenize_example,
+    train_sft,
+)
+
+MICRO = BootstrapParams(
+    vocab_size=300,
+    hidden_size=32,
+    num_layers=1,
+    num_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=512,
+    epochs=1.0,
+    learning_rate=3e-3,
+    batch_size=16,
+    save_steps=2,
+    eval_max_new_tokens=24,
+    eval_batch_size=16,
+)
+
+
+@pytest.fixture(scope="module")
+def micro_splits():
+    return synthetic_splits(seed=0, n_train=64, n_dev=16, n_test=16)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(micro_splits):
+    train = micro_splits["train"]
+    pairs = zip(train["question"], train["gold_solution"], strict=True)
+    return train_tokenizer([format_policy_prompt(q) + s for q, s in pairs], vocab_size=300)
+
+
+def _examples(splits, n):
+    rows = splits["train"].select(range(n))
+    return [
+        {"prompt": format_policy_prompt(r["question"]), "response": r["gold_solution"]}
+        for r in rows
+    ]
+
+
+def test_micro_bootstrap_saves_a_loadable_policy(micro_splits, tmp_path):
+    out_dir = tmp_path / "policy"
+    metrics = bootstrap_policy(
+        micro_splits, out_dir, MICRO, checkpoint_dir=tmp_path / "ckpt", progress=False
+    )
+    assert 0.0 <= metrics["dev_accuracy"] <= 1.0 and metrics["dev_n"] == 16
+    assert metrics["sft_steps"] == 4  # 64 examples / batch 16, one epoch
+    assert metrics["loss_history"][-1][1] < metrics["loss_history"][0][1]
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(
+        [
+            "config.json",
+            "generation_config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "tokenizer_config.json",
+        ]
+    )  # the final model only; checkpoints live elsewhere
+    assert (tmp_path / "ckpt" / "sft").is_dir()
+
+    tokenizer = AutoTokenizer.from_pretrained(out_dir, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(out_dir, local_files_only=True)
+    text = format_policy_prompt(micro_splits["dev"][0]["question"])
+    assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+    assert model.config.vocab_size == len(tokenizer) == metrics["vocab_size"]
+
+    # A rerun finds the finished checkpoint and trains no further.
+    again = bootstrap_policy(
+        micro_splits, out_dir, MICRO, checkpoint_dir=tmp_path / "ckpt", progress=False
+    )
+    assert again["sft_steps"] == 4
+    assert again["dev_accuracy"] == metrics["dev_accuracy"]
+
+
+def test_bootstrap_needs_train_and_dev(micro_splits, tmp_path):
+    with pytest.raises(ValueError, match="'dev'"):
+        bootstrap_policy(DatasetDict({"train": micro_splits["train"]}), tmp_path / "p", MICRO)
+
+
+def test_loss_is_on_response_tokens_only(tokenizer):
+    row = tokenize_example(tokenizer, "Question: q\nAnswer:\n", "The answer is 5", 512)
+    prompt_len = len(tokenizer("Question: q\nAnswer:\n")["input_ids"])
+    response_ids = tokenizer("The answer is 5", add_special_tokens=False)["input_ids"]
+    assert row["input_ids"] == tokenizer("Question: q\nAnswer:\n")["input_ids"] + response_ids + [
+        tokenizer.eos_token_id
+    ]
+    assert row["labels"] == [IGNORE_INDEX] * prompt_len + response_ids + [tokenizer.eos_token_id]
+
+    short = tokenize_example(tokenizer, "Question: q\nAnswer:\n", "x", 3)
+    batch = ResponseOnlyCollator(tokenizer.pad_token_id)([row, short])
+    assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
+    assert batch["labels"][1].tolist() == [IGNORE_INDEX] * batch["labels"].shape[1]
+    assert batch["attention_mask"][1].sum() == 3
+    assert (batch["input_ids"][1, 3:] == tokenizer.pad_token_id).all()
+
+
+def _tiny_model(tokenizer):
+    return build_tiny_llama(
+        tokenizer,
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        seed=0,
+    )
+
+
+def test_sft_resumes_from_the_last_checkpoint(micro_splits, tokenizer, tmp_path):
+    examples = _examples(micro_splits, 32)
+    kwargs = dict(
+        epochs=1.0,
+        learning_rate=3e-3,
+        batch_size=4,
+        warmup_ratio=0.1,
+        seed=0,
+        max_length=512,
+        save_steps=3,
+        save_total_limit=None,
+        progress=False,
+    )
+    full_model = _tiny_model(tokenizer)
+    full = train_sft(full_model, tokenizer, examples, tmp_path / "full", **kwargs)
+    assert full["steps"] == 8
+    assert [step for step, _ in full["loss_history"]] == list(range(1, 9))
+
+    # Simulate a run killed after step 3: only checkpoint-3 survives.
+    run_dir = tmp_path / "run"
+    shutil.copytree(tmp_path / "full" / "checkpoint-3", run_dir / "checkpoint-3")
+    resumed_model = _tiny_model(tokenizer)
+    resumed = train_sft(resumed_model, tokenizer, examples, run_dir, **kwargs)
+    assert resumed["resumed_from"].endswith("checkpoint-3")
+    assert resumed["steps"] == 8
+    assert [step for step, _ in resumed["loss_history"]] == list(range(1, 9))
+    # Same data order, optimizer and scheduler state: it ends where the full run ended.
+    assert [s for s, _ in resumed["loss_history"]] == [s for s, _ in full["loss_history"]]
+    resumed_losses = [loss for _, loss in resumed["loss_history"][3:]]
+    assert resumed_losses == pytest.approx([loss for _, loss in full["loss_history"][3:]], rel=1e-4)
+    for a, b in zip(full_model.parameters(), resumed_model.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert (run_dir / "checkpoint-8").is_dir()
+
+
+def test_sft_rejects_malformed_examples(tokenizer, tmp_path):
+    with pytest.raises(ValueError, match="example 1 has no string field 'response'"):
+        train_sft(
+            _tiny_model(tokenizer),
+            tokenizer,
+            [{"prompt": "a", "response": "b"}, {"prompt": "a"}],
+            tmp_path,
+            epochs=1,
+            learning_rate=1e-3,
+            batch_size=2,
+            warmup_ratio=0.0,
+        )
