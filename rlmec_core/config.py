@@ -95,18 +95,29 @@ class DataSection(StageSection):
 class BootstrapSection(StageSection):
     # A local Hugging Face model directory; when set, bootstrap trains nothing.
     model_path: str | None = None
-    vocab_size: Annotated[int, Field(ge=64)] = 512
-    hidden_size: Annotated[int, Field(ge=8)] = 128
-    num_layers: Annotated[int, Field(ge=1)] = 4
+    # Defaults: the tiny offline policy (about 0.5M parameters; 20–80% dev accuracy).
+    vocab_size: Annotated[int, Field(ge=64)] = 1024
+    hidden_size: Annotated[int, Field(ge=8)] = 96
+    num_layers: Annotated[int, Field(ge=1)] = 3
     num_heads: Annotated[int, Field(ge=1)] = 4
-    intermediate_size: Annotated[int, Field(ge=8)] = 256
+    intermediate_size: Annotated[int, Field(ge=8)] = 384
     max_position_embeddings: Annotated[int, Field(ge=32)] = 512
-    epochs: Annotated[float, Field(gt=0)] = 3.0
+    epochs: Annotated[float, Field(gt=0)] = 5.0
     learning_rate: Annotated[float, Field(gt=0)] = 3e-3
-    batch_size: Annotated[int, Field(ge=1)] = 32
+    batch_size: Annotated[int, Field(ge=1)] = 16
     warmup_ratio: Annotated[float, Field(ge=0, le=1)] = 0.03
-    eval_batch_size: Annotated[int, Field(ge=1)] = 64
+    adam_beta2: Annotated[float, Field(gt=0, lt=1)] = 0.98
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    max_length: Annotated[int, Field(ge=8)] = 512
+    save_steps: Annotated[int, Field(ge=1)] = 200
+    eval_batch_size: Annotated[int, Field(ge=1)] = 200
     eval_max_new_tokens: Annotated[int, Field(ge=1)] = 160
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> BootstrapSection:
+        if self.hidden_size % self.num_heads:
+            raise ValueError("hidden_size must be divisible by num_heads")
+        return self
 
 
 class CollectSection(StageSection):
