@@ -21,7 +21,7 @@ from rlmec_core.evaluation import greedy_accuracy
 from rlmec_core.modeling import build_tiny_llama
 from rlmec_core.policy_prompt import format_policy_prompt
 from rlmec_core.tokenizer import train_tokenizer
-from rlmec_core.trainers.sft import train_sft
+from rlmec_core.trainers.sft import checkpoint_step, train_sft
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,8 @@ def bootstrap_policy(
         "train_loss": sft["train_loss"],
         "final_loss": sft["final_loss"],
         "sft_steps": sft["steps"],
+        # 0 for a fresh run; the checkpoint's step when an interrupted run was resumed.
+        "resumed_from_step": checkpoint_step(sft["resumed_from"]),
         "n_params": sum(p.numel() for p in model.parameters()),
         "vocab_size": len(tokenizer),
         "sft_seconds": sft["runtime_s"],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datasets import Dataset
+
 from rlmec_core.config import ArithmeticTeacherSection, ChatTeacherSection
 from rlmec_core.data.io import load_parquet, save_parquet
 from rlmec_core.data.schema import DISTILLED_FEATURES
@@ -48,8 +50,6 @@ def distill_task(ctx: RunContext, io: StageIO) -> StageResult:
         rows, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
     )
     grm_examples = build_grm_examples(rows, seed=ctx.config.run.seed)
-    from datasets import Dataset
-
     save_parquet(Dataset.from_list(rows, features=DISTILLED_FEATURES), io.out / "distilled.parquet")
     save_parquet(grm_examples, io.out / "grm_train.parquet")
     kinds = grm_examples["kind"]

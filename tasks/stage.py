@@ -23,6 +23,7 @@ from prefect.runtime import flow_run, task_run
 from storage.manifest import MANIFEST_NAME, Provenance
 from tasks import tracking
 from tasks.context import RunContext
+from tasks.faults import kill_point
 from tasks.fingerprint import code_fingerprint
 from tasks.time_limit import register, run_with_time_limit
 
@@ -159,6 +160,7 @@ def _execute(
                 result = fn(ctx, io)
             else:
                 result = StageResult(**run_with_time_limit(stage, ctx, io, section.timeout_seconds))
+            kill_point(stage, "before_commit")
             manifest = store.commit(
                 out,
                 Provenance(

@@ -8,7 +8,7 @@ from rlmec_core.data.io import load_parquet
 from rlmec_core.grm import grm_metrics, grm_rewrites
 from rlmec_core.grm_data import build_grm_examples
 from rlmec_core.modeling import load_policy
-from rlmec_core.trainers.sft import train_sft
+from rlmec_core.trainers.sft import checkpoint_step, train_sft
 from tasks.context import RunContext
 from tasks.models import model_dir
 from tasks.stage import StageIO, StageResult, stage_task
@@ -60,7 +60,11 @@ def train_grm_task(ctx: RunContext, io: StageIO) -> StageResult:
     metrics = {
         k: v for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)
     }
-    metrics.update(n_examples=float(len(examples)), n_heldout=float(len(heldout)))
+    metrics.update(
+        n_examples=float(len(examples)),
+        n_heldout=float(len(heldout)),
+        resumed_from_step=float(checkpoint_step(result.get("resumed_from"))),
+    )
     judged = [r for r in heldout if r["teacher_status"] in ("kept", "correct")]
     if judged:
         verdicts = grm_rewrites(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rlmec_core.data.io import load_parquet
 from rlmec_core.modeling import load_policy
 from rlmec_core.trainers.rlmec_trainer import train_policy
+from rlmec_core.trainers.sft import checkpoint_step
 from storage.atomic import write_json_atomic
 from tasks.context import RunContext
 from tasks.models import model_dir
@@ -55,6 +56,7 @@ def train_policy_task(ctx: RunContext, io: StageIO) -> StageResult:
     metrics = {
         k: v for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)
     }
+    metrics["resumed_from_step"] = float(checkpoint_step(result.get("resumed_from")))
     return StageResult(
         kind="policy", metrics=metrics, series=series, summary={"variant": cfg.variant}
     )

@@ -204,3 +204,10 @@ def train_sft(
         "resumed_from": last,
         "loss_history": history,
     }
+
+
+def checkpoint_step(checkpoint: str | Path | None) -> int:
+    """The global step of a Trainer checkpoint folder (``checkpoint-<step>``); 0 for None."""
+    if checkpoint is None:
+        return 0
+    return int(Path(checkpoint).name.rsplit("-", 1)[-1])

@@ -1,0 +1,156 @@
+"""Crash safety: SIGKILL the pipeline inside each stage in turn, rerun, and compare.
+
+After every kill the same command is run again: finished stages must be cache hits, the
+killed stage resumes from its checkpoint (Trainer checkpoints, distill shards), and at
+the end every artifact id equals that of an uninterrupted run with the same seed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from flows.run_records import load_run_records
+from rlmec_core.config import STAGES
+from storage.store import ArtifactStore
+from tests.pipeline_helpers import REPO, run_in_process, stage_table
+
+pytestmark = pytest.mark.slow
+MICRO = REPO / "configs" / "micro.yaml"
+
+
+def start(workspace: Path, kill_at: str = "") -> subprocess.Popen:
+    env = {**os.environ, "PREFECT_LOGGING_LEVEL": "WARNING"}
+    env.pop("RLMEC_KILL_AT", None)
+    if kill_at:
+        env["RLMEC_KILL_AT"] = kill_at
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "run",
+            "--config",
+            str(MICRO),
+            "--workspace",
+            str(workspace),
+            "--json",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: the embedded server dies with it
+    )
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def wait_for(proc: subprocess.Popen, condition: Callable[[], bool], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            out = proc.stdout.read()[-4000:]
+            raise AssertionError(f"pipeline ended before the kill point:\n{out}")
+        if time.monotonic() > deadline:
+            kill_group(proc)
+            raise AssertionError("kill point not reached in time")
+        time.sleep(0.05)
+
+
+def checkpoint_exists(workspace: Path, stage: str, name: str) -> Callable[[], bool]:
+    return lambda: any(
+        (workspace / "scratch" / stage).glob(f"*/checkpoints/**/{name}/trainer_state.json")
+    )
+
+
+def last_record(workspace: Path) -> dict:
+    return load_run_records(workspace)[-1]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict[str, dict]:
+    workspace = tmp_path_factory.mktemp("uninterrupted")
+    return stage_table(
+        run_in_process("run", "--config", str(MICRO), "--workspace", str(workspace), "--json")
+    )
+
+
+def test_sigkill_inside_each_stage_then_resume(tmp_path, uninterrupted):
+    workspace = tmp_path / "ws"
+    finished: list[str] = []
+
+    def killed_in(stage: str, proc: subprocess.Popen) -> None:
+        record = last_record(workspace)
+        assert record["status"] == "INTERRUPTED", record
+        statuses = {s["stage"]: s["status"] for s in record["stages"]}
+        for done in finished:  # everything finished before is reused, not recomputed
+            assert statuses[done] == "cached" or done == finished[-1], (stage, statuses)
+        assert statuses[stage] == "not reached", (stage, statuses)
+        finished.append(stage)
+
+    # bootstrap: right after a training epoch ends (16 steps per epoch; checkpoint at 64)
+    proc = start(workspace)
+    wait_for(proc, checkpoint_exists(workspace, "bootstrap", "checkpoint-64"))
+    kill_group(proc)
+    killed_in("bootstrap", proc)
+
+    # the stages without checkpoints: killed after their work, before their artifact exists
+    for stage in ("collect", "distill"):
+        proc = start(workspace, kill_at=f"{stage}:before_commit")
+        proc.wait(timeout=600)
+        assert proc.returncode == -signal.SIGKILL, proc.stdout.read()[-4000:]
+        kill_group(proc)
+        killed_in(stage, proc)
+
+    # distill's shards hold every example exactly once, so the rerun judges nothing again
+    shards = [
+        json.loads(line)["sample_id"]
+        for path in (workspace / "scratch" / "distill").glob("*/shards/*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    assert len(shards) == len(set(shards)) > 0
+
+    # train_grm runs in a time-limited child process: a kill of the pipeline takes it along
+    proc = start(workspace)
+    wait_for(proc, checkpoint_exists(workspace, "train_grm", "checkpoint-16"))
+    kill_group(proc)
+    killed_in("train_grm", proc)
+
+    for stage in ("annotate", "train_policy", "evaluate"):
+        proc = start(workspace, kill_at=f"{stage}:before_commit")
+        proc.wait(timeout=600)
+        assert proc.returncode == -signal.SIGKILL, proc.stdout.read()[-4000:]
+        kill_group(proc)
+        killed_in(stage, proc)
+
+    proc = start(workspace)
+    out, _ = proc.communicate(timeout=600)
+    kill_group(proc)
+    final = stage_table(subprocess.CompletedProcess(proc.args, proc.returncode, out, ""))
+    for stage in STAGES:
+        assert final[stage]["artifact"] == uninterrupted[stage]["artifact"], stage
+    assert [final[s]["status"] for s in STAGES[:-1]] == ["cached"] * (len(STAGES) - 1)
+    assert final["evaluate"]["status"] == "ran"
+
+    # training resumed from the checkpoint it was killed after: not step 0, not skipped
+    store = ArtifactStore(workspace)
+    bootstrap = store.manifest(final["bootstrap"]["artifact"]).extra["metrics"]
+    assert bootstrap["resumed_from_step"] == 64 and bootstrap["sft_steps"] == 256
+    grm = store.manifest(final["train_grm"]["artifact"]).extra["metrics"]
+    assert grm["resumed_from_step"] == 16 and grm["steps"] == 120
+    assert len(load_run_records(workspace)) == 8  # 7 killed runs and the final one
