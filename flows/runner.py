@@ -19,14 +19,7 @@ from storage.atomic import write_json_atomic
 from tasks import tracking
 from tasks.context import RunContext
 
-RAN, CACHED, FAILED, NOT_REACHED, NOT_IMPLEMENTED, SKIPPED = (
-    "ran",
-    "cached",
-    "failed",
-    "not reached",
-    "not implemented",
-    "skipped",
-)
+RAN, CACHED, FAILED, NOT_REACHED, SKIPPED = ("ran", "cached", "failed", "not reached", "skipped")
 
 
 @dataclass
@@ -117,10 +110,6 @@ class StageRunner:
         )
         state = configured(ctx, parents, extra_key, return_state=True)
         return state.result(), state.name == "Cached"  # result() raises a failed stage's error
-
-    def not_implemented(self, stage: str) -> None:
-        self._record(StageReport(stage, NOT_REACHED if self._stopped else NOT_IMPLEMENTED))
-        self._stopped = True
 
 
 @contextmanager
