@@ -90,9 +90,9 @@ def worker(args: argparse.Namespace) -> dict:
     from rlmec_core.trainers.rlmec_trainer import build_policy_trainer
     from rlmec_core.trainers.sft import (
         IGNORE_INDEX,
+        ListDataset,
         ResponseOnlyCollator,
-        _ListDataset,
-        _training_arguments,
+        training_arguments,
     )
 
     tokenizer = train_tokenizer(["step one\nThe answer is 5"], vocab_size=300)  # pad/eos ids only
@@ -150,7 +150,7 @@ def worker(args: argparse.Namespace) -> dict:
                         "labels": [IGNORE_INDEX] * len(r["prompt_ids"]) + cont,
                     }
                 )
-        train_args = _training_arguments(
+        train_args = training_arguments(
             output_dir=out,
             num_train_epochs=1,
             learning_rate=common["learning_rate"],
@@ -171,7 +171,7 @@ def worker(args: argparse.Namespace) -> dict:
         trainer = Trainer(
             model=model,
             args=train_args,
-            train_dataset=_ListDataset(sft_rows * args.steps),
+            train_dataset=ListDataset(sft_rows * args.steps),
             data_collator=ResponseOnlyCollator(tokenizer.pad_token_id),
         )
     # No checkpoints: only the steps are measured. In order, so every step sees the batch.

@@ -101,16 +101,16 @@ def bootstrap_policy(
 
     # The tokenizer is kept with the checkpoints: a resumed run must reuse the same ids.
     tokenizer_dir = checkpoint_dir / "tokenizer"
-    if (tokenizer_dir / "tokenizer.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
-    else:
-        tokenizer = train_tokenizer(
+    if not (tokenizer_dir / "tokenizer.json").is_file():
+        trained = train_tokenizer(
             (e["prompt"] + e["response"] for e in examples), params.vocab_size
         )
         tmp = checkpoint_dir / f".tokenizer.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        tokenizer.save_pretrained(tmp)
+        trained.save_pretrained(tmp)
         os.replace(tmp, tokenizer_dir)
+    # Always the saved copy, fresh run or resumed one, so both save byte-identical files.
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
 
     model = build_tiny_llama(
         tokenizer,

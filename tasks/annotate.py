@@ -36,4 +36,17 @@ def annotate_task(ctx: RunContext, io: StageIO) -> StageResult:
     if len(rows) == 0:
         raise ValueError("annotate kept no sample: every incorrect sample's GRM rewrite missed")
     save_parquet(rows, io.out / "rl_data.parquet")
-    return StageResult(kind="rl_data", metrics=metrics, summary={"n_rows": len(rows)})
+    # Reward quality, stated in the summary as well as logged: do rewards separate right
+    # from wrong, and does the most penalised token sit in the teacher's first error step?
+    quality = {
+        k: metrics.get(k)
+        for k in (
+            "mean_reward_correct_token",
+            "mean_reward_incorrect_token",
+            "reward_quality",
+            "reward_quality_n",
+        )
+    }
+    return StageResult(
+        kind="rl_data", metrics=metrics, summary={"n_rows": len(rows), "reward_quality": quality}
+    )

@@ -49,10 +49,10 @@ def train_policy_task(ctx: RunContext, io: StageIO) -> StageResult:
     for name, points in result.pop("term_histories", {}).items():
         series[name] = points
     # Recorded inside the artifact, so the `sft` variant (weights unchanged) is still its
-    # own artifact that says what was (not) done.
-    write_json_atomic(
-        io.out / "training.json", {"variant": cfg.variant, "seed": cfg.seed, **result}
-    )
+    # own artifact that says what was (not) done. Only deterministic facts: timings and
+    # resume points live in the manifest and MLflow, or a resumed run would change the id.
+    facts = {k: result[k] for k in ("steps", "n_rows", "epsilon", "imitation_coef") if k in result}
+    write_json_atomic(io.out / "training.json", {"variant": cfg.variant, "seed": cfg.seed, **facts})
     metrics = {
         k: v for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)
     }

@@ -67,7 +67,7 @@ def test_second_run_is_all_cache_hits_with_identical_ids(first_run):
 def test_changing_collect_temperature_reruns_collect_only(first_run):
     root, home, workspace, config, table = first_run
     hotter = root / "hotter.yaml"
-    hotter.write_text(config.read_text().replace("temperature: 1.0", "temperature: 0.5"))
+    hotter.write_text(config.read_text().replace("temperature: 0.7", "temperature: 0.5"))
     assert hotter.read_text() != config.read_text()
     changed = stage_table(
         run_in_process(

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from flows.run_records import load_run_records
 from rlmec_core.config import STAGES
@@ -83,11 +84,43 @@ def last_record(workspace: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> dict[str, dict]:
+def uninterrupted_run(tmp_path_factory) -> tuple[Path, dict[str, dict]]:
     workspace = tmp_path_factory.mktemp("uninterrupted")
-    return stage_table(
+    table = stage_table(
         run_in_process("run", "--config", str(MICRO), "--workspace", str(workspace), "--json")
     )
+    return workspace, table
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(uninterrupted_run) -> dict[str, dict]:
+    return uninterrupted_run[1]
+
+
+def test_full_run_lineage_reaches_raw_data_and_models_are_registered(uninterrupted_run):
+    workspace, table = uninterrupted_run
+    assert all(table[s]["status"] == "ran" for s in STAGES)
+    result = run_in_process(
+        "lineage", table["evaluate"]["artifact"], "--workspace", str(workspace), "--json"
+    )
+    chain = json.loads(result.stdout)
+    assert {m["stage"] for m in chain} == set(STAGES)
+    data = next(m for m in chain if m["stage"] == "data")
+    assert data["parents"] == []  # the root: raw data, named with its file hash
+    sources = data["extra"]["summary"]["sources"]
+    assert any(s["name"] == "gsm8k" and len(s["sha256"]) == 64 for s in sources)
+    for manifest in chain:
+        assert manifest["mlflow_run_id"] and manifest["prefect_task_run_id"], manifest["stage"]
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{workspace / 'mlflow.db'}")
+    for name, stage in (("rlmec-grm", "train_grm"), ("rlmec-policy", "train_policy")):
+        versions = client.search_model_versions(f"name='{name}'")
+        tagged = {v.tags["rlmec.artifact_id"] for v in versions}
+        assert table[stage]["artifact"] in tagged, (name, tagged)
+    # the RL terms of the objective are logged as curves
+    policy_run = next(m for m in chain if m["stage"] == "train_policy")["mlflow_run_id"]
+    metrics = client.get_run(policy_run).data.metrics
+    assert {"l_rl", "l_im", "clip_fraction", "mean_ratio"} <= set(metrics)
 
 
 def test_sigkill_inside_each_stage_then_resume(tmp_path, uninterrupted):

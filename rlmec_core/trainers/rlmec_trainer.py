@@ -29,12 +29,11 @@ from transformers import (
     PrinterCallback,
     Trainer,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
 from rlmec_core.logprobs import HeadMode, response_logprobs
 from rlmec_core.losses import DEFAULT_EPSILON, DEFAULT_IMITATION_COEF, rlmec_loss_terms
 from rlmec_core.rewards import instance_rewards
-from rlmec_core.trainers.sft import _ListDataset, _training_arguments
+from rlmec_core.trainers.sft import ListDataset, last_complete_checkpoint, training_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -350,7 +349,7 @@ def build_policy_trainer(
     train_rows = policy_rows(rows, variant)
     if not train_rows:
         raise ValueError(f"train_policy: no rows to train variant {variant!r} on")
-    args = _training_arguments(
+    args = training_arguments(
         output_dir=str(output_dir),
         num_train_epochs=epochs,
         max_steps=max_steps if max_steps is not None else -1,
@@ -381,7 +380,7 @@ def build_policy_trainer(
     trainer = RlmecTrainer(
         model=model,
         args=args,
-        train_dataset=_ListDataset(train_rows),
+        train_dataset=ListDataset(train_rows),
         data_collator=RlmecCollator(tokenizer.pad_token_id),
         objective=objective,
         epsilon=epsilon,
@@ -467,7 +466,7 @@ def train_policy(
         bf16=bf16,
         progress=progress,
     )
-    last = get_last_checkpoint(str(output_dir)) if resume and output_dir.is_dir() else None
+    last = last_complete_checkpoint(output_dir) if resume else None
     if last:
         logger.info("train_policy: resuming from %s", last)
     result = trainer.train(resume_from_checkpoint=last)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ def tokenize_example(
     return {"input_ids": input_ids, "labels": labels}
 
 
-class _ListDataset(torch.utils.data.Dataset):
+class ListDataset(torch.utils.data.Dataset):
     def __init__(self, rows: list[dict[str, list[int]]]) -> None:
         self.rows = rows
 
@@ -78,7 +79,7 @@ class ResponseOnlyCollator:
         }
 
 
-def _training_arguments(**kwargs: Any) -> TrainingArguments:
+def training_arguments(**kwargs: Any) -> TrainingArguments:
     """TrainingArguments across transformers 4.56+ and 5.x, whose warm-up and
     length-grouping options are named differently."""
     fields = {f.name for f in dataclasses.fields(TrainingArguments)}
@@ -150,7 +151,7 @@ def train_sft(
         )
 
     output_dir = Path(output_dir)
-    args = _training_arguments(
+    args = training_arguments(
         output_dir=str(output_dir),
         num_train_epochs=epochs,
         learning_rate=learning_rate,
@@ -178,12 +179,12 @@ def train_sft(
     trainer = Trainer(
         model=model,
         args=args,
-        train_dataset=_ListDataset(trainable),
+        train_dataset=ListDataset(trainable),
         data_collator=ResponseOnlyCollator(tokenizer.pad_token_id),
     )
     if not progress:  # without a progress bar the Trainer prints every log line instead
         trainer.remove_callback(PrinterCallback)
-    last = get_last_checkpoint(str(output_dir)) if resume and output_dir.is_dir() else None
+    last = last_complete_checkpoint(output_dir) if resume else None
     if last:
         logger.info("train_sft: resuming from %s", last)
     result = trainer.train(resume_from_checkpoint=last)
@@ -204,6 +205,22 @@ def train_sft(
         "resumed_from": last,
         "loss_history": history,
     }
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest Trainer checkpoint that was completely written, or None.
+
+    The Trainer writes ``trainer_state.json`` last; a checkpoint without it was cut off by
+    a crash mid-save and must not be resumed from (``get_last_checkpoint`` would pick it).
+    """
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    while (last := get_last_checkpoint(str(output_dir))) is not None:
+        if (Path(last) / "trainer_state.json").is_file():
+            return last
+        shutil.rmtree(last)  # partial: remove it so the previous one is found
+    return None
 
 
 def checkpoint_step(checkpoint: str | Path | None) -> int:
