@@ -8,17 +8,7 @@ import sys
 from pathlib import Path
 
 from flows.environment import configure_environment
-
-STAGE_NAMES = (
-    "data",
-    "bootstrap",
-    "collect",
-    "distill",
-    "train_grm",
-    "annotate",
-    "train_policy",
-    "evaluate",
-)
+from rlmec_core.config import STAGES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="run the pipeline (cached stages are reused)",
         description=(
-            "Run the pipeline stages in order: " + " → ".join(STAGE_NAMES) + ". Stages whose "
+            "Run the pipeline stages in order: " + " → ".join(STAGES) + ". Stages whose "
             "config, inputs and code are unchanged are taken from the cache. Ends with one "
             "line per stage: its name, ran/cached/..., its artifact id and wall time."
         ),
@@ -43,9 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--config", default="configs/tiny.yaml", help="YAML config (default: %(default)s)"
     )
-    run.add_argument("--until", choices=STAGE_NAMES, help="stop after this stage")
+    run.add_argument("--until", choices=STAGES, help="stop after this stage")
     run.add_argument(
-        "--force", choices=STAGE_NAMES, help="re-run this stage and those after it even if cached"
+        "--force", choices=STAGES, help="re-run this stage and those after it even if cached"
     )
     run.add_argument(
         "--workspace",

@@ -359,18 +359,10 @@ def build_policy_trainer(
         warmup_ratio=warmup_ratio,
         lr_scheduler_type=lr_scheduler,
         seed=seed,
-        data_seed=seed,
         bf16=bf16,
-        logging_steps=1,
-        save_strategy="steps",
         save_steps=save_steps,
         save_total_limit=save_total_limit,
-        report_to="none",
         disable_tqdm=not progress,
-        # CPU when no accelerator; otherwise let the Trainer (or accelerate launch) pick.
-        use_cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
-        dataloader_num_workers=0,
-        remove_unused_columns=False,  # our rows are plain dicts the collator reads
         group_by_length=False,
     )
     if variant == "rft":

@@ -79,9 +79,27 @@ class ResponseOnlyCollator:
         }
 
 
+# What every trainer of this project shares: step-level logs and checkpoints, no hub or
+# reporting integrations (we log to MLflow ourselves), the CPU when there is no
+# accelerator (otherwise the Trainer or `accelerate launch` picks), and plain-dict rows.
+COMMON_TRAINING_ARGUMENTS: dict[str, Any] = {
+    "logging_steps": 1,
+    "save_strategy": "steps",
+    "report_to": "none",
+    "dataloader_num_workers": 0,
+    "remove_unused_columns": False,
+}
+
+
 def training_arguments(**kwargs: Any) -> TrainingArguments:
-    """TrainingArguments across transformers 4.56+ and 5.x, whose warm-up and
-    length-grouping options are named differently."""
+    """TrainingArguments with the project's common settings, across transformers 4.56+
+    and 5.x, whose warm-up and length-grouping options are named differently."""
+    kwargs = {
+        **COMMON_TRAINING_ARGUMENTS,
+        "use_cpu": not (torch.cuda.is_available() or torch.backends.mps.is_available()),
+        "data_seed": kwargs.get("seed"),
+        **kwargs,
+    }
     fields = {f.name for f in dataclasses.fields(TrainingArguments)}
     warmup_ratio = kwargs.pop("warmup_ratio")
     if "warmup_ratio" in fields:
@@ -163,17 +181,9 @@ def train_sft(
         optim="adamw_torch",
         adam_beta2=adam_beta2,
         seed=seed,
-        data_seed=seed,
-        logging_steps=1,
-        save_strategy="steps",
         save_steps=save_steps,
         save_total_limit=save_total_limit,
-        report_to="none",
         disable_tqdm=not progress,
-        # CPU when no accelerator; otherwise let the Trainer pick the GPU.
-        use_cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
-        dataloader_num_workers=0,
-        remove_unused_columns=False,  # our rows are plain dicts the collator reads
         group_by_length=group_by_length,
     )
     trainer = Trainer(
