@@ -192,7 +192,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
         )
         for stage in record["stages"]:
             artifact = stage.get("artifact") or ""
-            print(f"    {stage['stage']:<13} {stage['status']:<16} {artifact}")
+            print(f"    {stage['stage']:<36} {stage['status']:<16} {artifact}")
     return 0
 
 

@@ -27,7 +27,12 @@ def load_run_records(workspace: str | Path) -> list[dict[str, Any]]:
         if record["status"] == "RUNNING" and not _alive(record):
             record["status"] = "INTERRUPTED"
         seen = {s["stage"]: s for s in record["stages"]}
-        record["stages"] = [seen.get(s, {"stage": s, "status": "not reached"}) for s in STAGES]
+        # Every pipeline stage in order, then any labelled extra runs (ablation variants).
+        extra = [s for s in record["stages"] if s["stage"] not in STAGES]
+        record["stages"] = [
+            *(seen.get(s, {"stage": s, "status": "not reached"}) for s in STAGES),
+            *extra,
+        ]
         records.append(record)
     return records
 

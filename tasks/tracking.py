@@ -77,7 +77,10 @@ def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> 
 
 
 def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, Any]) -> None:
-    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items() if v is not None])
+    client.log_batch(
+        run_id,
+        tags=[RunTag(clean_metric_name(k), str(v)) for k, v in tags.items() if v is not None],
+    )
 
 
 def _is_number(value: Any) -> bool:
