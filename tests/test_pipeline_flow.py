@@ -37,6 +37,12 @@ def first_run(tmp_path_factory):
     return root, home, workspace, config, stage_table(result)
 
 
+def run_until_collect(config, workspace, *extra: str) -> dict[str, dict]:
+    """`rlmec run --until collect` again, in this process, as a stage table."""
+    args = ["run", "--config", str(config), "--until", "collect", "--workspace", str(workspace)]
+    return stage_table(run_in_process(*args, *extra, "--json"))
+
+
 def test_first_run_runs_each_stage_and_stops_at_until(first_run):
     _, _, workspace, _, table = first_run
     assert [table[s]["status"] for s in UPSTREAM] == ["ran", "ran", "ran"]
@@ -47,18 +53,7 @@ def test_first_run_runs_each_stage_and_stops_at_until(first_run):
 
 def test_second_run_is_all_cache_hits_with_identical_ids(first_run):
     _, home, workspace, config, table = first_run
-    again = stage_table(
-        run_in_process(
-            "run",
-            "--config",
-            str(config),
-            "--until",
-            "collect",
-            "--workspace",
-            str(workspace),
-            "--json",
-        )
-    )
+    again = run_until_collect(config, workspace)
     for stage in UPSTREAM:
         assert again[stage]["status"] == "cached", stage
         assert again[stage]["artifact"] == table[stage]["artifact"], stage
@@ -69,18 +64,7 @@ def test_changing_collect_temperature_reruns_collect_only(first_run):
     hotter = root / "hotter.yaml"
     hotter.write_text(config.read_text().replace("temperature: 0.7", "temperature: 0.5"))
     assert hotter.read_text() != config.read_text()
-    changed = stage_table(
-        run_in_process(
-            "run",
-            "--config",
-            str(hotter),
-            "--until",
-            "collect",
-            "--workspace",
-            str(workspace),
-            "--json",
-        )
-    )
+    changed = run_until_collect(hotter, workspace)
     assert changed["data"]["status"] == changed["bootstrap"]["status"] == "cached"
     assert changed["bootstrap"]["artifact"] == table["bootstrap"]["artifact"]
     assert changed["collect"]["status"] == "ran"
@@ -89,20 +73,7 @@ def test_changing_collect_temperature_reruns_collect_only(first_run):
 
 def test_force_reruns_a_stage_and_those_after_it(first_run):
     _, home, workspace, config, table = first_run
-    forced = stage_table(
-        run_in_process(
-            "run",
-            "--config",
-            str(config),
-            "--until",
-            "collect",
-            "--force",
-            "bootstrap",
-            "--workspace",
-            str(workspace),
-            "--json",
-        )
-    )
+    forced = run_until_collect(config, workspace, "--force", "bootstrap")
     assert forced["data"]["status"] == "cached"
     assert forced["bootstrap"]["status"] == forced["collect"]["status"] == "ran"
 
