@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
-
-from mlflow.tracking import MlflowClient
 from prefect import flow
-from prefect.runtime import flow_run
 
-from flows.pipeline import policy_and_evaluation, reward_annotation
+from flows.pipeline import reward_annotation
+from flows.publish import publish_table
 from flows.runner import pipeline_run
-from rlmec_core.config import load_config
-from rlmec_core.eval_table import ablation_markdown, ablation_summary
-from storage.atomic import write_bytes_atomic, write_json_atomic
-from storage.manifest import Provenance
-
-VARIANTS = ("rlmec", "no_imitation", "no_token_reward", "rft", "sft")
+from flows.variants import commit_summary, train_and_evaluate
+from rlmec_core.config import VARIANTS, load_config
+from rlmec_core.eval_table import BASELINE_POLICY, ablation_markdown, ablation_summary
 
 
 @flow(name="rlmec-ablation", persist_result=False)
@@ -26,52 +19,50 @@ def rlmec_ablation(
     seeds: int = 3,
     variants: list[str] | None = None,
 ) -> dict:
-    """Train every variant with ``seeds`` seeds and summarise accuracy as mean ± std."""
+    """Train every variant with ``seeds`` seeds on the same annotated data; summarise each
+    variant's accuracy pooled over seeds with its 95% CI and paired differences."""
     config = load_config(config_path)
     variants = list(variants or VARIANTS)
     with pipeline_run(config, workspace, config_path) as stages:
         upstream = reward_annotation(stages, config)
-        results, evaluations = [], []
-        for variant in variants:
-            for seed in range(seeds):
-                section = config.train_policy.model_copy(update={"variant": variant, "seed": seed})
-                variant_config = config.model_copy(update={"train_policy": section})
-                ctx = dataclasses.replace(stages.ctx, config=variant_config)
-                evaluation = policy_and_evaluation(
-                    stages, upstream, ctx=ctx, label=f"[{variant},seed={seed}]"
-                )
-                evaluations.append(evaluation["id"])
-                table = json.loads(
-                    (stages.ctx.store.path(evaluation["id"]) / "results.json").read_text()
-                )
-                results.extend(
-                    {"variant": variant, "seed": seed, **row}
-                    for row in table
-                    if row["policy"] == variant
-                )
-        summary = ablation_summary(results)
+        runs = [
+            train_and_evaluate(stages, upstream, config, variant=variant, seed=seed)
+            for variant in variants
+            for seed in range(seeds)
+        ]
+        initial = {
+            row["eval_set"]: row["outcomes"]
+            for row in runs[0]["rows"]
+            if row["policy"] == BASELINE_POLICY
+        }
+        results = [
+            {
+                "variant": run["variant"],
+                "seed": run["seed"],
+                "eval_set": row["eval_set"],
+                "outcomes": row["outcomes"],
+                "policy_artifact": run["policy_artifact"],
+            }
+            for run in runs
+            for row in run["rows"]
+            if row["policy"] == run["variant"]
+        ]
+        summary = ablation_summary(results, initial)
         markdown = ablation_markdown(summary)
-        store = stages.ctx.store
-        with store.staging() as out:
-            write_json_atomic(out / "ablation.json", {"summary": summary, "results": results})
-            write_bytes_atomic(out / "ablation.md", markdown.encode("utf-8"))
-            manifest = store.commit(
-                out,
-                Provenance(
-                    stage="ablate",
-                    kind="ablation",
-                    parents=tuple(dict.fromkeys(evaluations)),
-                    config_hash=config.config_hash(),
-                    mlflow_run_id=stages.ctx.mlflow_parent_run_id,
-                    prefect_flow_run_id=str(flow_run.id) if flow_run.id else None,
-                    extra={"variants": variants, "seeds": seeds},
-                ),
-            )
-        client = MlflowClient(stages.ctx.mlflow_tracking_uri)
-        client.log_text(stages.ctx.mlflow_parent_run_id, markdown, "ablation.md")
-        client.set_tag(stages.ctx.mlflow_parent_run_id, "rlmec.ablation_artifact", manifest.id)
+        publish_table(stages.ctx, "ablation", markdown)
+        # Per variant and seed: the trained policy, its learning rate and its evaluation.
+        trained = [{k: v for k, v in run.items() if k != "rows"} for run in runs]
+        artifact = commit_summary(
+            stages,
+            kind="ablation",
+            payload={"summary": summary, "results": results, "runs": trained},
+            markdown=markdown,
+            parents=[run["evaluation_artifact"] for run in runs],
+            extra={"variants": variants, "seeds": seeds},
+        )
         return {
-            "artifact": manifest.id,
+            "artifact": artifact,
+            "runs": trained,
             "markdown": markdown,
             "summary": summary,
             "stages": [vars(r) for r in stages.reports],

@@ -6,9 +6,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flows.environment import configure_environment
-from rlmec_core.config import STAGES
+from flows.prefect_server import start_temporary_server, wait_until_ready
+from rlmec_core.config import STAGES, VARIANTS
+
+if TYPE_CHECKING:
+    from storage.manifest import Production
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,16 +65,42 @@ def _parser() -> argparse.ArgumentParser:
         help="train every policy variant over several seeds and compare accuracy",
         description=(
             "Run the shared stages once (cached), then train_policy and evaluate for each "
-            "variant (rlmec, no_imitation, no_token_reward, rft, sft) and seed on the same "
-            "annotated data, and print mean ± std accuracy per variant and eval set."
+            f"variant ({', '.join(VARIANTS)}) and seed on the same annotated data, and print "
+            "each variant's accuracy pooled over seeds with its 95% CI and its paired "
+            "difference to the initial policy and to rlmec."
         ),
     )
     ablate.add_argument("--config", default="configs/tiny.yaml", help="(default: %(default)s)")
     ablate.add_argument("--seeds", type=int, default=3, help="seeds per variant (default: 3)")
-    ablate.add_argument(
-        "--variants", nargs="+", choices=["rlmec", "no_imitation", "no_token_reward", "rft", "sft"]
-    )
+    ablate.add_argument("--variants", nargs="+", choices=VARIANTS)
     ablate.add_argument("--workspace", default="workspace", help="(default: %(default)s)")
+    ablate.add_argument(
+        "--json",
+        action="store_true",
+        help="print the summary (with each variant and seed's policy artifact id) as JSON",
+    )
+
+    tune = sub.add_parser(
+        "tune",
+        help="choose each variant's learning rate from a small grid on the dev split",
+        description=(
+            "Run the shared stages once (cached), then train every variant at every learning "
+            "rate of the grid (one seed, same data and steps) and evaluate on the dev split, "
+            "never on test. Prints dev accuracy with 95%% CIs and the config line "
+            "train_policy.variant_learning_rates holding each variant's best rate."
+        ),
+    )
+    tune.add_argument("--config", default="configs/tiny.yaml", help="(default: %(default)s)")
+    tune.add_argument(
+        "--learning-rates",
+        type=float,
+        nargs="+",
+        metavar="LR",
+        help="the grid (default: 1e-4 3e-4 1e-3)",
+    )
+    tune.add_argument("--variants", nargs="+", choices=VARIANTS)
+    tune.add_argument("--workspace", default="workspace", help="(default: %(default)s)")
+    tune.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     serve = sub.add_parser(
         "serve",
@@ -119,6 +150,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
     configure_environment(args.workspace)
+    server = start_temporary_server()  # boots on the other core while the flow is imported
     from flows.ablation import rlmec_ablation
     from rlmec_core.config import ConfigError, load_config
 
@@ -130,14 +162,49 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"rlmec: {exc}", file=sys.stderr)
         return 2
+    wait_until_ready(server)
     result = rlmec_ablation(
         config_path=args.config, workspace=args.workspace, seeds=args.seeds, variants=args.variants
     )
+    if args.json:
+        keys = ("artifact", "summary", "runs", "stages")
+        print(json.dumps({k: result[k] for k in keys}, indent=2))
+        return 0
     print()
     _print_stage_table(result["stages"])
     print()
     print(result["markdown"])
     print(f"ablation artifact: {result['artifact']}")
+    return 0
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    configure_environment(args.workspace)
+    server = start_temporary_server()  # boots on the other core while the flow is imported
+    from flows.tuning import rlmec_tuning
+    from rlmec_core.config import ConfigError, load_config
+
+    if args.learning_rates and not all(0 < lr < float("inf") for lr in args.learning_rates):
+        print("rlmec: --learning-rates must be positive finite numbers", file=sys.stderr)
+        return 2
+    try:
+        load_config(args.config)
+    except ConfigError as exc:
+        print(f"rlmec: {exc}", file=sys.stderr)
+        return 2
+    wait_until_ready(server)
+    result = rlmec_tuning(
+        config_path=args.config,
+        workspace=args.workspace,
+        learning_rates=args.learning_rates,
+        variants=args.variants,
+    )
+    if args.json:
+        print(json.dumps({k: result[k] for k in ("artifact", "chosen", "summary")}, indent=2))
+        return 0
+    print()
+    print(result["markdown"])
+    print(f"tuning artifact: {result['artifact']}")
     return 0
 
 
@@ -165,7 +232,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     configure_environment(args.workspace)
-    from flows.report import write_report
+    from report import write_report
 
     try:
         path = write_report(args.workspace, args.run_id, args.out)
@@ -198,7 +265,6 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     configure_environment(args.workspace)
-    from flows.pipeline import rlmec_pipeline  # after the environment is set
     from rlmec_core.config import ConfigError, load_config
 
     try:
@@ -206,8 +272,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"rlmec: {exc}", file=sys.stderr)
         return 2
+    server = start_temporary_server()  # boots on the other core while the flow is imported
+    from flows.pipeline import rlmec_pipeline  # after the environment is set
     from tasks.stage import StageError
 
+    wait_until_ready(server)
     try:
         reports = rlmec_pipeline(
             config_path=args.config, workspace=args.workspace, until=args.until, force=args.force
@@ -250,22 +319,33 @@ def _cmd_lineage(args: argparse.Namespace) -> int:
     except ArtifactNotFoundError as exc:
         print(f"rlmec: {exc}", file=sys.stderr)
         return 1
+    productions = {m.id: store.productions(m.id) for m in chain}
     if args.json:
-        print(json.dumps([m.to_json() for m in chain], indent=2))
+        records = [
+            {**m.to_json(), "productions": [p.to_json() for p in productions[m.id]]} for m in chain
+        ]
+        print(json.dumps(records, indent=2))
         return 0
     for m in chain:
-        parents = ", ".join(m.parents) or "(raw data)"
-        print(f"{m.id}  {m.stage} ({m.kind})  created {m.created_at}")
-        print(f"    parents:          {parents}")
-        print(f"    config hash:      {m.config_hash}")
-        print(f"    code fingerprint: {m.code_fingerprint}")
-        print(
-            f"    prefect:          flow run {m.prefect_flow_run_id}, task run {m.prefect_task_run_id}"
-        )
-        print(f"    mlflow run:       {m.mlflow_run_id}")
+        made = productions[m.id]
+        print(f"{m.id}  {m.stage} ({m.kind})  created {m.created_at}, productions: {len(made)}")
+        for number, production in enumerate(made, start=1):
+            _print_production(number, len(made), production)
         for source in m.extra.get("summary", {}).get("sources", []):
-            print(f"    source:           {json.dumps(source, sort_keys=True)}")
+            print(f"    source:               {json.dumps(source, sort_keys=True)}")
     return 0
+
+
+def _print_production(number: int, total: int, p: Production) -> None:
+    origin = "  (origin: the manifest's)" if number == 1 else ""
+    print(f"    production {number}/{total}, created {p.created_at}{origin}")
+    print(f"        parents:          {', '.join(p.parents) or '(raw data)'}")
+    print(f"        config hash:      {p.config_hash}")
+    print(f"        code fingerprint: {p.code_fingerprint}")
+    print(
+        f"        prefect:          flow run {p.prefect_flow_run_id}, task run {p.prefect_task_run_id}"
+    )
+    print(f"        mlflow run:       {p.mlflow_run_id}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {
         "run": _cmd_run,
         "ablate": _cmd_ablate,
+        "tune": _cmd_tune,
         "lineage": _cmd_lineage,
         "runs": _cmd_runs,
         "serve": _cmd_serve,

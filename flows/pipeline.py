@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.publish import promote_if_best, publish_evaluation
 from flows.runner import StageRunner, pipeline_run
 from rlmec_core.config import PipelineConfig, load_config
 from tasks.annotate import annotate_task
@@ -31,7 +32,8 @@ def rlmec_pipeline(
     config = load_config(config_path)
     with pipeline_run(config, workspace, config_path, until=until, force=force) as stages:
         upstream = reward_annotation(stages, config)
-        policy_and_evaluation(stages, upstream)
+        refs = policy_and_evaluation(stages, upstream)
+        publish_evaluation(stages.ctx, refs["evaluation"])
         return [vars(report) for report in stages.reports]
 
 
@@ -51,17 +53,21 @@ def policy_and_evaluation(
     upstream: dict[str, dict | None],
     ctx: RunContext | None = None,
     label: str = "",
-) -> dict | None:
-    """Stages 5–6 for one variant: train the policy, evaluate it beside the initial one."""
+) -> dict[str, dict | None]:
+    """Stages 5–6 for one variant: train the policy, evaluate it beside the initial one,
+    and move the registry's ``best`` policy alias to it if it is the best evaluated yet.
+    Returns the trained policy's and the evaluation's artifact references."""
     trained = stages.run(
         train_policy_task,
-        {"rl_data": upstream["rl_data"], "policy": upstream["policy"]},
+        {"rl_data": upstream["rl_data"], "policy": upstream["policy"], "data": upstream["data"]},
         ctx=ctx,
         label=f"train_policy{label}",
     )
-    return stages.run(
+    evaluation = stages.run(
         evaluate_task,
         {"data": upstream["data"], "initial": upstream["policy"], "policy": trained},
         ctx=ctx,
         label=f"evaluate{label}",
     )
+    promote_if_best(ctx or stages.ctx, train_policy_task.registered_model, trained, evaluation)
+    return {"policy": trained, "evaluation": evaluation}

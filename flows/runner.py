@@ -13,7 +13,9 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 from prefect.runtime import flow_run
+from prefect.settings import get_current_settings
 
+from flows.environment import configure_project_logging
 from rlmec_core.config import STAGES, PipelineConfig
 from storage.atomic import write_json_atomic
 from tasks import tracking
@@ -123,6 +125,7 @@ def pipeline_run(
     """Open the MLflow parent run, run the stages, and close it with the right status."""
     workspace = Path(workspace).resolve()
     workspace.mkdir(parents=True, exist_ok=True)
+    configure_project_logging(get_current_settings().logging.level)
     uri = config.tracking.mlflow_tracking_uri or tracking.default_tracking_uri(workspace)
     client = MlflowClient(tracking_uri=uri)
     experiment_id = tracking.ensure_experiment(client, config.tracking.experiment, workspace)

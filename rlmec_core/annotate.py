@@ -38,10 +38,16 @@ from rlmec_core.data.schema import RL_FEATURES
 from rlmec_core.editing import EDITED_WEIGHT, KEPT_WEIGHT, minimum_edit_weights
 from rlmec_core.grm import GrmVerdict, grm_rewrites, rewrite_reaches_gold
 from rlmec_core.grm_data import rewrite_prompt
-from rlmec_core.logprobs import DEFAULT_CHUNK_SIZE, response_logprobs
+from rlmec_core.logprobs import (
+    DEFAULT_CHUNK_SIZE,
+    prefix_cache,
+    right_padded_response_logprobs,
+    supports_prefix_cache,
+)
 from rlmec_core.policy_prompt import format_policy_prompt
 from rlmec_core.rewards import KEEP_THRESHOLD, instance_rewards, token_rewards
 from rlmec_core.trainers.sft import IGNORE_INDEX, tokenize_example
+from rlmec_core.verification import Verifier
 
 RewardMode = Literal["token", "instance"]
 
@@ -74,7 +80,130 @@ def split_tokenize(
 # ---------------------------------------------------------------- log-probs
 
 
-@torch.no_grad()
+# A prompt prefix shared by several pairs is run once and cached when that saves at least
+# this many token positions (pairs beyond the first x prefix tokens): below it, the extra
+# forward and the smaller batches it leads to cost more than the positions saved.
+SHARED_PREFIX_MIN_SAVING = 128
+# Nesting of shared prefixes the planner follows; deeper sharing is left unused.
+_MAX_PREFIX_DEPTH = 64
+# Token positions per batch (rows x (cached prefix + longest row)). On CPU small batches keep
+# the activations in cache and beat large ones; an accelerator wants large ones.
+CPU_TOKEN_BUDGET = 2048
+ACCELERATOR_TOKEN_BUDGET = 32768
+
+
+@dataclass(frozen=True)
+class _Prefix:
+    """Run prompt tokens ``[start, end)`` of pair ``source`` after the cache of plan step
+    ``parent`` (None: from the start) and cache them; every pair under it shares them."""
+
+    parent: int | None
+    source: int
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """Score ``pairs`` as one right-padded batch of ``prompt[start:] + response`` rows that
+    continue the cache of plan step ``prefix`` (None and ``start == 0``: no cache)."""
+
+    prefix: int | None
+    start: int
+    pairs: tuple[int, ...]
+    width: int  # the longest row, padding included
+
+
+def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _plan_batches(
+    prompt_ids: Sequence[Sequence[int]],
+    response_ids: Sequence[Sequence[int]],
+    *,
+    token_budget: int,
+    max_rows: int,
+    share_prefixes: bool = True,
+) -> list[_Prefix | _Batch]:
+    """Order the scoring of all pairs as cached prefixes and batches, in execution order.
+
+    Prompts are sorted, so pairs sharing a prompt prefix are neighbours and form nested
+    intervals (the GRM's instruction, shared by all pairs; then a problem and its reference
+    solution, shared by that problem's samples; a policy prompt, by its problem's samples).
+    An interval gets a ``_Prefix`` when running its shared tokens once saves at least
+    ``SHARED_PREFIX_MIN_SAVING`` positions; each pair keeps at least its last prompt token
+    out of any prefix, since the state there predicts its first response token. The pairs
+    under a prefix (or under none) that no deeper prefix takes are cut, longest first, into
+    ``_Batch``es of at most ``max_rows`` rows and ``token_budget`` positions (rows x
+    (prefix + longest row)); a row longer than the budget goes alone.
+    """
+    n_pairs = len(prompt_ids)
+    order = sorted(range(n_pairs), key=lambda i: (list(prompt_ids[i]), i))
+    # shared[j]: prompt tokens order[j] and order[j + 1] share, leaving each one of its own.
+    shared = [
+        min(
+            _common_length(prompt_ids[a], prompt_ids[b]),
+            len(prompt_ids[a]) - 1,
+            len(prompt_ids[b]) - 1,
+        )
+        for a, b in zip(order, order[1:], strict=False)
+    ]
+    plan: list[_Prefix | _Batch] = []
+
+    def batches(pool: list[int], start: int, prefix: int | None) -> None:
+        rows = {i: len(prompt_ids[i]) - start + len(response_ids[i]) for i in pool}
+        batch: list[int] = []
+        for i in sorted(pool, key=lambda i: (-rows[i], i)):
+            width = rows[batch[0]] if batch else 0
+            if batch and (
+                len(batch) == max_rows or (len(batch) + 1) * (start + width) > token_budget
+            ):
+                plan.append(_Batch(prefix, start, tuple(batch), width))
+                batch = []
+            batch.append(i)
+        if batch:
+            plan.append(_Batch(prefix, start, tuple(batch), rows[batch[0]]))
+
+    def interval(
+        lo: int, hi: int, common: int, start: int, prefix: int | None, pool: list[int], depth: int
+    ) -> None:
+        # order[lo:hi] share `common` prompt tokens, the cache of plan step `prefix` the
+        # first `start` of them; pairs no deeper prefix takes go to `pool`.
+        j = lo
+        while j < hi:
+            k = j
+            while k + 1 < hi and shared[k] > common:
+                k += 1
+            if k == j or not share_prefixes or depth >= _MAX_PREFIX_DEPTH:
+                pool.extend(order[j : k + 1])
+            else:
+                deeper = min(shared[j:k])
+                if (k - j) * (deeper - start) >= SHARED_PREFIX_MIN_SAVING:
+                    plan.append(_Prefix(prefix, order[j], start, deeper))
+                    index, own = len(plan) - 1, []
+                    interval(j, k + 1, deeper, deeper, index, own, depth + 1)
+                    batches(own, deeper, index)
+                else:
+                    interval(j, k + 1, deeper, start, prefix, pool, depth + 1)
+            j = k + 1
+
+    top: list[int] = []
+    interval(0, n_pairs, 0, 0, None, top, 0)
+    batches(top, 0, None)
+    return plan
+
+
+def _default_token_budget(device: torch.device) -> int:
+    return CPU_TOKEN_BUDGET if device.type == "cpu" else ACCELERATOR_TOKEN_BUDGET
+
+
+@torch.inference_mode()
 def batched_response_logprobs(
     model: PreTrainedModel,
     prompt_ids: Sequence[Sequence[int]],
@@ -83,19 +212,27 @@ def batched_response_logprobs(
     pad_id: int,
     batch_size: int,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    token_budget: int | None = None,
+    share_prefixes: bool = True,
     progress: bool = False,
     desc: str = "log-probs",
 ) -> list[list[float]]:
     """``log P(response_t | prompt, response_<t)`` per response token, per pair, in order.
 
-    Pairs are sorted by total length and right-padded in batches of ``batch_size``; each
-    batch goes through ``logprobs.response_logprobs``, which only projects the response
-    positions onto the vocabulary, a chunk at a time.
+    Equal to ``sequential_response_logprobs`` up to float rounding, but each prompt prefix
+    that several pairs share is run once (``_plan_batches``; ``share_prefixes=False`` turns
+    that off) and the rest goes in length-sorted, right-padded batches of at most
+    ``batch_size`` rows and ``token_budget`` token positions (default: ``CPU_TOKEN_BUDGET``
+    on CPU, ``ACCELERATOR_TOKEN_BUDGET`` elsewhere) through
+    ``logprobs.right_padded_response_logprobs``, which needs no padding mask and projects
+    only the response positions onto the vocabulary, ``chunk_size`` rows at a time.
     """
     if len(prompt_ids) != len(response_ids):
         raise ValueError(f"{len(prompt_ids)} prompts but {len(response_ids)} responses")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if token_budget is not None and token_budget < 1:
+        raise ValueError(f"token_budget must be >= 1, got {token_budget}")
     for index, (prompt, response) in enumerate(zip(prompt_ids, response_ids, strict=True)):
         if not prompt:
             raise ValueError(f"pair {index}: empty prompt; the first response token needs one")
@@ -105,30 +242,52 @@ def batched_response_logprobs(
     was_training = model.training
     model.eval()
     device = model.device
+    plan = _plan_batches(
+        prompt_ids,
+        response_ids,
+        token_budget=token_budget or _default_token_budget(device),
+        max_rows=batch_size,
+        share_prefixes=share_prefixes and supports_prefix_cache(model),
+    )
+    # A prefix's cache is dropped after the last step that continues it.
+    last_use = {}
+    for index, step in enumerate(plan):
+        parent = step.parent if isinstance(step, _Prefix) else step.prefix
+        if parent is not None:
+            last_use[parent] = index
+    caches: dict[int, Any] = {}
     out: list[list[float]] = [[] for _ in prompt_ids]
-    lengths = [len(p) + len(r) for p, r in zip(prompt_ids, response_ids, strict=True)]
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
-    starts = range(0, len(order), batch_size)
-    for start in tqdm(starts, desc=desc, disable=not progress):
-        batch = order[start : start + batch_size]
-        width = max(lengths[i] for i in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        attention = torch.zeros_like(ids)
-        wanted = torch.zeros_like(ids)
-        for row, i in enumerate(batch):
-            n_prompt, n = len(prompt_ids[i]), lengths[i]
-            ids[row, :n] = torch.tensor([*prompt_ids[i], *response_ids[i]], dtype=torch.long)
-            attention[row, :n] = 1
-            wanted[row, n_prompt:n] = 1
-        packed = response_logprobs(
-            model,
-            ids.to(device),
-            attention.to(device),
-            wanted.to(device),
-            chunk_size=chunk_size,
-        ).cpu()
-        for row, i in enumerate(batch):
-            out[i] = packed[row, : len(response_ids[i])].tolist()
+    with tqdm(total=len(prompt_ids), desc=desc, disable=not progress) as bar:
+        for index, step in enumerate(plan):
+            if isinstance(step, _Prefix):
+                tokens = prompt_ids[step.source][step.start : step.end]
+                ids = torch.tensor([tokens], dtype=torch.long, device=device)
+                caches[index] = prefix_cache(model, ids, caches.get(step.parent))
+                parent = step.parent
+            else:
+                ids = torch.full((len(step.pairs), step.width), pad_id, dtype=torch.long)
+                attention = torch.zeros_like(ids)
+                wanted = torch.zeros_like(ids)
+                for row, i in enumerate(step.pairs):
+                    own = prompt_ids[i][step.start :]
+                    n = len(own) + len(response_ids[i])
+                    ids[row, :n] = torch.tensor([*own, *response_ids[i]], dtype=torch.long)
+                    attention[row, :n] = 1
+                    wanted[row, len(own) : n] = 1
+                packed = right_padded_response_logprobs(
+                    model,
+                    ids.to(device),
+                    attention.to(device),
+                    wanted.to(device),
+                    past=None if step.prefix is None else caches[step.prefix],
+                    chunk_size=chunk_size,
+                ).cpu()
+                for row, i in enumerate(step.pairs):
+                    out[i] = packed[row, : len(response_ids[i])].tolist()
+                bar.update(len(step.pairs))
+                parent = step.prefix
+            if parent is not None and last_use[parent] == index:
+                del caches[parent]
     if was_training:
         model.train()
     return out
@@ -303,10 +462,13 @@ def annotate_samples(
     max_new_tokens: int,
     reward_mode: RewardMode = "token",
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    verifier: Verifier | None = None,
     progress: bool = True,
 ) -> tuple[Dataset, dict[str, float]]:
     """Stage 4 over stage-2 rows (DISTILLED_FEATURES): RL_FEATURES rows and metrics.
 
+    A GRM rewrite is kept when it names a wrong step, reaches the gold answer and, where
+    ``verifier`` applies, every step checks (else the sample is dropped as "unverified").
     ``reward_mode="instance"`` writes the ``no_token_reward`` ablation's rewards (one
     instance-level value per token); the GRM still scores every token for the metrics.
     Rows keep the input order. See ``annotation_metrics`` for the metrics.
@@ -341,6 +503,8 @@ def annotate_samples(
             continue
         verdict = next(judged)
         reason = _miss_reason(verdict, row["gold_answer"])
+        if reason is None and verifier is not None and verifier.check(row, verdict.text) is False:
+            reason = "unverified"
         if reason is not None:
             misses[reason] = misses.get(reason, 0) + 1
             continue
@@ -404,7 +568,13 @@ def annotate_samples(
             "n_dropped_grm_miss": float(sum(misses.values())),
             **{
                 f"n_grm_miss_{reason}": float(misses.get(reason, 0))
-                for reason in ("unparsed", "judged_correct", "step_out_of_range", "wrong_answer")
+                for reason in (
+                    "unparsed",
+                    "judged_correct",
+                    "step_out_of_range",
+                    "wrong_answer",
+                    "unverified",
+                )
             },
             "grm_keep_rate": (len(incorrect) - sum(misses.values())) / len(incorrect)
             if incorrect

@@ -28,13 +28,28 @@ STAGES = (
 # Fields that change how a stage is run, not what it computes.
 OPERATIONAL_FIELDS = frozenset({"retries", "retry_delay_seconds", "timeout_seconds"})
 
+# The policy variants of stage 5: the method, its two ablations and two baselines.
+# rlmec: L_RL + λ·L_IM with the GRM's token rewards; no_imitation: λ = 0; no_token_reward:
+# instance-level rewards; rft: supervised on the correct samples and the rewrites;
+# gold_sft: supervised on the gold solutions of the same problems, for as many steps.
+VARIANTS = ("rlmec", "no_imitation", "no_token_reward", "rft", "gold_sft")
+Variant = Literal[VARIANTS]  # type: ignore[valid-type]
+
+# The top-level sections a stage reads besides its own: they are part of its cache key.
+SHARED_SECTIONS: dict[str, tuple[str, ...]] = {
+    "distill": ("verification",),
+    "train_grm": ("verification",),
+    "annotate": ("verification",),
+}
+
 
 class ConfigError(ValueError):
     """A configuration file that cannot be used; the message names the file and field."""
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN or infinity anywhere: a learning rate of .inf trains a model of NaNs.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class StageSection(Section):
@@ -49,9 +64,12 @@ class StageSection(Section):
         }
 
 
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what numpy and torch accept
+
+
 class RunSection(Section):
-    name: str = "rlmec"
-    seed: int = 0
+    name: Annotated[str, Field(min_length=1)] = "rlmec"
+    seed: Seed = 0
 
 
 class TrackingSection(Section):
@@ -92,7 +110,28 @@ class DataSection(StageSection):
     eval_files: list[EvalFile] = []
 
 
-class BootstrapSection(StageSection):
+class TrainingSection(StageSection):
+    """How a model is fine-tuned; bootstrap, train_grm and train_policy all train this way."""
+
+    epochs: Annotated[float, Field(gt=0)] = 3.0
+    # When set, the number of optimizer steps, whatever ``epochs`` says.
+    max_steps: Annotated[int | None, Field(ge=1)] = None
+    learning_rate: Annotated[float, Field(gt=0)] = 2e-5
+    batch_size: Annotated[int, Field(ge=1)] = 16  # per process
+    # Micro-batches per optimizer step: the global batch is batch_size × this × processes.
+    gradient_accumulation_steps: Annotated[int, Field(ge=1)] = 1
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.03
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    adam_beta2: Annotated[float, Field(gt=0, lt=1)] = 0.999
+    max_length: Annotated[int, Field(ge=8)] = 1024  # longer examples lose their tail
+    save_steps: Annotated[int, Field(ge=1)] = 50
+    save_total_limit: Annotated[int | None, Field(ge=1)] = 2  # checkpoints kept; None: all
+    # Steps per logged point of the loss curves, and per progress line off a terminal.
+    logging_steps: Annotated[int, Field(ge=1)] = 10
+
+
+class BootstrapSection(TrainingSection):
     # A local Hugging Face model directory; when set, bootstrap trains nothing.
     model_path: str | None = None
     # Defaults: the tiny offline policy (about 0.5M parameters; 20–80% dev accuracy).
@@ -104,10 +143,7 @@ class BootstrapSection(StageSection):
     max_position_embeddings: Annotated[int, Field(ge=32)] = 512
     epochs: Annotated[float, Field(gt=0)] = 5.0
     learning_rate: Annotated[float, Field(gt=0)] = 3e-3
-    batch_size: Annotated[int, Field(ge=1)] = 16
-    warmup_ratio: Annotated[float, Field(ge=0, le=1)] = 0.03
-    adam_beta2: Annotated[float, Field(gt=0, lt=1)] = 0.98
-    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    adam_beta2: Annotated[float, Field(gt=0, lt=1)] = 0.98  # short memory: faster at a high LR
     max_length: Annotated[int, Field(ge=8)] = 512
     save_steps: Annotated[int, Field(ge=1)] = 200
     eval_batch_size: Annotated[int, Field(ge=1)] = 200
@@ -152,11 +188,25 @@ class DistillSection(StageSection):
     ] = ArithmeticTeacherSection()
 
 
-class TrainGrmSection(StageSection):
-    epochs: Annotated[float, Field(gt=0)] = 3.0
+class VerificationSection(Section):
+    """The step checker (``rlmec_core.verification``) on samples and rewrites.
+
+    ``steps``: ``grounded`` also requires every number to be stated by the question or
+    computed (for tasks that state every number, like the synthetic one); ``equations``
+    only that every equation holds; ``auto``: grounded for synthetic problems, equations
+    for other numeric ones; ``off``: answers alone decide. Where the checker applies, a
+    sample with the gold answer but a step that fails counts as incorrect and goes to the
+    teacher, and a teacher or GRM rewrite is kept only if every step checks.
+    ``teacher_judges_correct``: where no checker applies (QA, a chat teacher's domain),
+    also send the samples with the gold answer to the teacher, which may name an error.
+    """
+
+    steps: Literal["auto", "equations", "grounded", "off"] = "auto"
+    teacher_judges_correct: bool = False
+
+
+class TrainGrmSection(TrainingSection):
     learning_rate: Annotated[float, Field(gt=0)] = 2e-5
-    batch_size: Annotated[int, Field(ge=1)] = 16
-    warmup_ratio: Annotated[float, Field(ge=0, le=1)] = 0.03
     heldout_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
     save_steps: Annotated[int, Field(ge=1)] = 50
     eval_batch_size: Annotated[int, Field(ge=1)] = 32
@@ -168,28 +218,49 @@ class AnnotateSection(StageSection):
     max_new_tokens: Annotated[int, Field(ge=1)] = 512
 
 
-class TrainPolicySection(StageSection):
-    variant: Literal["rlmec", "no_imitation", "no_token_reward", "rft", "sft"] = "rlmec"
-    epochs: Annotated[float, Field(gt=0)] = 3.0
+class TrainPolicySection(TrainingSection):
+    variant: Variant = "rlmec"
     learning_rate: Annotated[float, Field(gt=0)] = 5e-6
     batch_size: Annotated[int, Field(ge=1)] = 8
-    warmup_ratio: Annotated[float, Field(ge=0, le=1)] = 0.03
+    # Learning rates chosen on dev for single variants (`rlmec tune` prints them); a
+    # variant not listed trains at ``learning_rate``.
+    variant_learning_rates: dict[Variant, Annotated[float, Field(gt=0)]] = {}
     epsilon: Annotated[float, Field(gt=0, lt=1)] = 0.3
     imitation_coef: Annotated[float, Field(ge=0)] = 1.0
     # The training seed, separate from run.seed so an ablation over seeds reuses every
     # upstream artifact.
-    seed: int = 0
-    save_steps: Annotated[int, Field(ge=1)] = 50
+    seed: Seed = 0
+
+    def for_variant(self, variant: str, seed: int | None = None) -> TrainPolicySection:
+        """This section for one variant (and seed), at the variant's own learning rate."""
+        return self.model_copy(
+            update={
+                "variant": variant,
+                "seed": self.seed if seed is None else seed,
+                "learning_rate": self.variant_learning_rates.get(variant, self.learning_rate),
+            }
+        )
+
+    def semantic(self) -> dict[str, Any]:
+        # Only the variant's own learning rate shapes what it computes.
+        fields = super().semantic()
+        fields.pop("variant_learning_rates")
+        fields["learning_rate"] = self.variant_learning_rates.get(self.variant, self.learning_rate)
+        return fields
 
 
 class EvaluateSection(StageSection):
     batch_size: Annotated[int, Field(ge=1)] = 64
     max_new_tokens: Annotated[int, Field(ge=1)] = 512
+    # test: the synthetic test split and the held-out files (final numbers); dev: the dev
+    # split alone (choices such as learning rates, made by `rlmec tune`).
+    split: Literal["test", "dev"] = "test"
 
 
 class PipelineConfig(Section):
     run: RunSection = RunSection()
     tracking: TrackingSection = TrackingSection()
+    verification: VerificationSection = VerificationSection()
     data: DataSection = DataSection()
     bootstrap: BootstrapSection = BootstrapSection()
     collect: CollectSection = CollectSection()
@@ -212,8 +283,17 @@ class PipelineConfig(Section):
         return getattr(self, name)
 
     def stage_hash(self, name: str) -> str:
-        """Hash of what a stage computes: its section's semantic fields and the run seed."""
-        payload = {"stage": name, "seed": self.run.seed, "section": self.stage(name).semantic()}
+        """Hash of what a stage computes: its section's semantic fields, the shared
+        sections it reads and the run seed."""
+        payload = {
+            "stage": name,
+            "seed": self.run.seed,
+            "section": self.stage(name).semantic(),
+            **{
+                shared: getattr(self, shared).model_dump(mode="json")
+                for shared in SHARED_SECTIONS.get(name, ())
+            },
+        }
         return _hash_json(payload)
 
     def config_hash(self) -> str:

@@ -20,14 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from rapidfuzz.distance import Levenshtein
-from tqdm.auto import tqdm
 
 from rlmec_core.answers import answers_match
+from rlmec_core.config import VerificationSection
 from rlmec_core.data.schema import DISTILLED_FEATURES, SAMPLE_FEATURES
+from rlmec_core.progress import Progress
 from rlmec_core.teachers.base import Teacher
+from rlmec_core.verification import Verifier
 
 SHARD_GLOB = "shard-*.jsonl"
-TEACHER_STATUSES = ("correct", "kept", "abstained", "wrong_answer")
+# correct: y is right (its answer and, where checked, every step); kept: the teacher's
+# rewrite reaches gold (and every step checks); abstained: the teacher could not judge;
+# wrong_answer: the rewrite misses gold; unverified: it reaches gold through a failing step.
+TEACHER_STATUSES = ("correct", "kept", "abstained", "wrong_answer", "unverified")
 
 
 class DistillError(RuntimeError):
@@ -49,23 +54,53 @@ def _sample_fields(sample: Mapping[str, Any], index: int) -> dict[str, Any]:
     return {name: sample[name] for name in SAMPLE_FEATURES}
 
 
-def _distilled(sample: dict[str, Any], error_step: int, rewrite: str, status: str) -> dict:
-    return {**sample, "error_step": error_step, "rewrite": rewrite, "teacher_status": status}
+def _distilled(
+    sample: dict[str, Any], correct: bool, error_step: int, rewrite: str, status: str
+) -> dict:
+    return {
+        **sample,
+        "answer_correct": sample["correct"],
+        "correct": correct,
+        "error_step": error_step,
+        "rewrite": rewrite,
+        "teacher_status": status,
+    }
 
 
-def judge_sample(sample: dict[str, Any], teacher: Teacher) -> dict[str, Any]:
-    """One DISTILLED_FEATURES row; calls the teacher only for an incorrect sample."""
-    if sample["correct"]:
-        return _distilled(sample, -1, sample["prediction"], "correct")
+def judge_sample(
+    sample: dict[str, Any], teacher: Teacher, verifier: Verifier | None = None
+) -> dict[str, Any]:
+    """One DISTILLED_FEATURES row.
+
+    A sample with the gold answer is correct unless the verifier finds a step that fails
+    (or, with ``teacher_judges_correct`` where no checker applies, the teacher names an
+    error); every other sample goes to the teacher, whose rewrite is kept only if it
+    reaches gold and every step checks.
+    """
+    verifier = verifier or Verifier(VerificationSection(steps="off"))
+    checked = verifier.check(sample, sample["prediction"]) if sample["correct"] else None
+    ask_teacher = not sample["correct"] or checked is False
+    if sample["correct"] and checked is None and verifier.section.teacher_judges_correct:
+        ask_teacher = True
+    if not ask_teacher:
+        return _distilled(sample, True, -1, sample["prediction"], "correct")
     verdict = teacher.rewrite(sample["question"], sample["gold_solution"], sample["prediction"])
+    if sample["correct"] and checked is None and (verdict is None or verdict.error_step < 0):
+        # The teacher judged a right answer and found nothing wrong (or could not judge).
+        return _distilled(sample, True, -1, sample["prediction"], "correct")
     if verdict is None:
-        return _distilled(sample, -1, "", "abstained")
-    # A "no error" verdict on a sample the answer check failed names no step to keep
-    # up to, so there is nothing to learn an error step from: treat it as abstaining.
+        return _distilled(sample, False, -1, "", "abstained")
+    # A "no error" verdict on a sample known to be wrong names no step to keep up to, so
+    # there is nothing to learn an error step from: treat it as abstaining.
     if verdict.error_step < 0:
-        return _distilled(sample, -1, verdict.text, "abstained")
-    status = "kept" if answers_match(verdict.text, sample["gold_answer"]) else "wrong_answer"
-    return _distilled(sample, verdict.error_step, verdict.text, status)
+        return _distilled(sample, False, -1, verdict.text, "abstained")
+    if not answers_match(verdict.text, sample["gold_answer"]):
+        status = "wrong_answer"
+    elif verifier.check(sample, verdict.text) is False:
+        status = "unverified"
+    else:
+        status = "kept"
+    return _distilled(sample, False, verdict.error_step, verdict.text, status)
 
 
 def read_shards(shard_dir: Path) -> dict[str, dict[str, Any]]:
@@ -138,11 +173,11 @@ def _fsync_dir(path: Path) -> None:
 
 def _check_resumed(row: dict[str, Any], sample: dict[str, Any], shard_dir: Path) -> None:
     """A shard row must come from this very sample, not from an earlier collection."""
-    for name in ("prediction", "gold_answer", "correct"):
-        if row[name] != sample[name]:
+    for name, field in (("prediction",) * 2, ("gold_answer",) * 2, ("answer_correct", "correct")):
+        if row[name] != sample[field]:
             raise ValueError(
                 f"{shard_dir}: sample {sample['sample_id']!r} was distilled from a different "
-                f"{name} ({row[name]!r} != {sample[name]!r}); use a fresh shard directory"
+                f"{name} ({row[name]!r} != {sample[field]!r}); use a fresh shard directory"
             )
 
 
@@ -152,14 +187,18 @@ def distill_rewrites(
     shard_dir: Path,
     *,
     concurrency: int = 1,
+    verification: VerificationSection | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """DISTILLED_FEATURES rows for ``samples`` (SAMPLE_FEATURES rows), in input order.
 
-    Samples already in ``shard_dir`` are not redone. Correct samples never reach the
-    teacher. At most ``concurrency`` teacher calls run at once. If the teacher raises, the
-    calls in flight finish and are saved, then DistillError names the failed sample.
+    Samples already in ``shard_dir`` are not redone (the shard directory belongs to one
+    configuration: the stage keys it by its cache key). Correct samples reach the teacher
+    only when the step checker rejects them (see ``judge_sample``). At most
+    ``concurrency`` teacher calls run at once. If the teacher raises, the calls in flight
+    finish and are saved, then DistillError names the failed sample.
     """
+    verifier = Verifier(verification or VerificationSection(steps="off"))
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     rows = [_sample_fields(sample, i) for i, sample in enumerate(samples)]
@@ -177,12 +216,12 @@ def distill_rewrites(
     todo = [row for row in rows if row["sample_id"] not in results]
 
     writer = _ShardWriter(shard_dir)
-    bar = tqdm(total=len(todo), disable=not progress, desc=f"distil ({teacher.name})")
+    bar = Progress(len(todo), f"distil ({teacher.name})", enabled=progress)
     lock = threading.Lock()
 
     def finish(sample: dict[str, Any]) -> None:
         try:
-            row = judge_sample(sample, teacher)
+            row = judge_sample(sample, teacher, verifier)
         except Exception as e:
             raise DistillError(sample["sample_id"], teacher.name, e) from e
         writer.write(row)
@@ -221,23 +260,26 @@ def distill_metrics(
 ) -> dict[str, float]:
     """Teacher quality over distilled rows (DISTILLED_FEATURES).
 
-    Rates are over the incorrect samples (kept + abstained + wrong_answer). Over the kept
-    rewrites: a flat histogram ``error_step_<k>``, the mean token edit distance between
-    ``y`` and ``ŷ``, and the mean fraction of ``y``'s tokens the rewrite keeps verbatim
-    (tokens matched as equal by the minimum-edit alignment, over len(y)).
+    Rates are over the incorrect samples (every status but correct). What the step checker
+    caught: ``verifier_rejected_correct`` (samples with the gold answer whose steps fail,
+    sent to the teacher) and ``unverified_count`` (teacher rewrites that reach gold through
+    a failing step, dropped). Over the kept rewrites: a flat histogram ``error_step_<k>``,
+    the mean token edit distance between ``y`` and ``ŷ``, and the mean fraction of ``y``'s
+    tokens the rewrite keeps verbatim (matched as equal by the minimum-edit alignment).
     """
     rows = list(rows)
     status = Counter(row["teacher_status"] for row in rows)
-    incorrect = status["kept"] + status["abstained"] + status["wrong_answer"]
+    incorrect = len(rows) - status["correct"]
     metrics: dict[str, float] = {
         "samples": float(len(rows)),
         "correct_count": float(status["correct"]),
         "incorrect_count": float(incorrect),
-        "kept_count": float(status["kept"]),
-        "abstained_count": float(status["abstained"]),
-        "wrong_answer_count": float(status["wrong_answer"]),
+        **{f"{name}_count": float(status[name]) for name in TEACHER_STATUSES[1:]},
         "teacher_success_rate": status["kept"] / incorrect if incorrect else 0.0,
         "abstention_rate": status["abstained"] / incorrect if incorrect else 0.0,
+        "verifier_rejected_correct": float(
+            sum(bool(r["answer_correct"]) and not r["correct"] for r in rows)
+        ),
     }
     kept = [row for row in rows if row["teacher_status"] == "kept"]
     steps = Counter(int(row["error_step"]) for row in kept)

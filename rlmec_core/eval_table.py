@@ -1,18 +1,25 @@
 """Stage 6 tables: greedy accuracy of several policies on several held-out sets, and the
-mean ± std of the ablation variants over seeds."""
+ablation's variants pooled over seeds, each with a 95% confidence interval and a paired
+comparison with the initial policy (and with full RLMEC) over the same problems.
+
+Tables are built once here as :class:`Table` (header and text cells); the console, the
+Markdown artifacts, the Prefect artifact and the HTML report all render these same tables.
+"""
 
 from __future__ import annotations
 
-import math
 import statistics
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlmec_core.evaluation import greedy_accuracy
+from rlmec_core.statistics import Estimate, accuracy_interval, paired_difference
 
-BASELINE_POLICY = "initial"  # the column every other policy is compared against
+BASELINE_POLICY = "initial"  # the policy every other one is compared against
+REFERENCE_VARIANT = "rlmec"  # the ablation also compares every variant with full RLMEC
 
 
 def evaluate_policies(
@@ -27,7 +34,8 @@ def evaluate_policies(
     """Greedy accuracy of every policy on every eval set, one row per pair.
 
     Rows (policy order, then eval-set order): ``policy``, ``eval_set``, ``n``, ``n_correct``,
-    ``accuracy``, and ``predictions`` when ``keep_predictions``.
+    ``accuracy``, ``outcomes`` (one bool per problem, in eval-set order: what paired
+    comparisons need) and ``predictions`` when ``keep_predictions``.
     """
     if not policies:
         raise ValueError("evaluate_policies: no policies")
@@ -51,6 +59,7 @@ def evaluate_policies(
                 "n": int(result["n"]),
                 "n_correct": int(result["n_correct"]),
                 "accuracy": float(result["accuracy"]),
+                "outcomes": [bool(p["correct"]) for p in result["predictions"]],
             }
             if keep_predictions:
                 row["predictions"] = result["predictions"]
@@ -58,112 +67,308 @@ def evaluate_policies(
     return rows
 
 
+@dataclass(frozen=True)
+class Table:
+    """A rendered-agnostic table: a header and rows of text cells of the same width."""
+
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+    def __post_init__(self) -> None:
+        for i, row in enumerate(self.rows):
+            if len(row) != len(self.header):
+                raise ValueError(
+                    f"table row {i} has {len(row)} cells for {len(self.header)} columns"
+                )
+
+    def to_markdown(self) -> str:
+        lines = ["| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        return "\n".join(lines) + "\n"
+
+
 def _percent(value: float) -> str:
     return f"{100 * value:.1f}"
 
 
-def _check_keys(rows: list[Mapping[str, Any]], keys: tuple[str, ...], what: str) -> None:
+def _with_interval(estimate: Mapping[str, Any] | None, signed: bool = False) -> str:
+    """``41.2 [38.4, 44.0]`` (or ``+3.1 [+0.9, +5.2] p=0.004`` for a difference), in %."""
+    if not estimate:
+        return "–"
+    fmt = "{:+.1f}" if signed else "{:.1f}"
+    text = (
+        f"{fmt.format(100 * estimate['value'])} "
+        f"[{fmt.format(100 * estimate['low'])}, {fmt.format(100 * estimate['high'])}]"
+    )
+    if estimate.get("p_value") is not None:
+        text += f" {_p(estimate['p_value'])}"
+    return text
+
+
+def _p(value: float) -> str:
+    return "p<0.001" if value < 0.001 else f"p={value:.3f}"
+
+
+def _check_keys(rows: Sequence[Mapping[str, Any]], keys: tuple[str, ...], what: str) -> None:
     for i, row in enumerate(rows):
         missing = [k for k in keys if k not in row]
         if missing:
             raise ValueError(f"{what}: row {i} lacks {', '.join(missing)}")
 
 
-def results_markdown(rows: list[Mapping[str, Any]], *, baseline: str = BASELINE_POLICY) -> str:
-    """A markdown table: one line per eval set, policies side by side (accuracy in %).
+def _outcomes(row: Mapping[str, Any], what: str) -> list[bool]:
+    outcomes = [bool(o) for o in row["outcomes"]]
+    if len(outcomes) != row["n"]:
+        raise ValueError(f"{what}: {len(outcomes)} outcomes for n={row['n']} problems")
+    return outcomes
 
-    When the ``baseline`` policy (the initial one) is present, each other policy also gets a
-    ``Δ`` column: its accuracy minus the baseline's, in points.
+
+def summarize_results(
+    rows: Iterable[Mapping[str, Any]], *, baseline: str = BASELINE_POLICY
+) -> list[dict[str, Any]]:
+    """Evaluation rows (``evaluate_policies``) with ``interval`` (95% CI of the accuracy) and,
+    for every policy but ``baseline``, ``vs_baseline``: the paired difference to the baseline
+    on the same problems. Empty eval sets are refused: an accuracy of 0 of 0 means nothing.
     """
     rows = list(rows)
-    _check_keys(rows, ("policy", "eval_set", "n", "accuracy"), "results_markdown")
-    policies = list(dict.fromkeys(r["policy"] for r in rows))
-    eval_sets = list(dict.fromkeys(r["eval_set"] for r in rows))
-    cell = {}
+    _check_keys(rows, ("policy", "eval_set", "n", "accuracy", "outcomes"), "summarize_results")
+    cell: dict[tuple[str, str], Mapping[str, Any]] = {}
     for r in rows:
         key = (r["eval_set"], r["policy"])
         if key in cell:
-            raise ValueError(f"results_markdown: two rows for policy {key[1]!r} on {key[0]!r}")
+            raise ValueError(f"summarize_results: two rows for policy {key[1]!r} on {key[0]!r}")
+        if not r["n"]:
+            raise ValueError(f"summarize_results: eval set {key[0]!r} has no problems")
         cell[key] = r
-    has_baseline = baseline in policies
-    if has_baseline:  # the baseline first, so the comparison reads left to right
-        policies = [baseline] + [p for p in policies if p != baseline]
-    header = ["eval set", "n"]
-    for p in policies:
-        header.append(f"{p} acc %")
-        if has_baseline and p != baseline:
-            header.append(f"Δ {p} vs {baseline}")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for s in eval_sets:
-        ns = sorted({cell[s, p]["n"] for p in policies if (s, p) in cell})
-        line = [s, "/".join(str(n) for n in ns)]
-        base = cell.get((s, baseline))
-        for p in policies:
-            r = cell.get((s, p))
-            line.append(_percent(r["accuracy"]) if r else "–")
-            if has_baseline and p != baseline:
-                delta = 100 * (r["accuracy"] - base["accuracy"]) if r and base else None
-                line.append(f"{delta:+.1f}" if delta is not None else "–")
-        lines.append("| " + " | ".join(line) + " |")
-    return "\n".join(lines) + "\n"
+    out = []
+    for r in rows:
+        outcomes = _outcomes(r, "summarize_results")
+        summary = {k: v for k, v in r.items() if k != "predictions"}
+        summary["interval"] = accuracy_interval(outcomes).to_json()
+        base = cell.get((r["eval_set"], baseline))
+        if base is not None and r["policy"] != baseline:
+            summary["vs_baseline"] = paired_difference(
+                outcomes, _outcomes(base, "summarize_results")
+            ).to_json()
+        out.append(summary)
+    return out
 
 
-def ablation_summary(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and sample standard deviation of accuracy over seeds, per variant and eval set.
+def results_table(
+    summary: Sequence[Mapping[str, Any]], *, baseline: str = BASELINE_POLICY
+) -> Table:
+    """One line per eval set and policy: accuracy with its 95% CI and, for each policy but
+    the baseline, its paired difference to the baseline (points, 95% CI, p-value)."""
+    _check_keys(summary, ("policy", "eval_set", "n", "interval"), "results_table")
+    rows = []
+    for eval_set in dict.fromkeys(s["eval_set"] for s in summary):
+        lines = [s for s in summary if s["eval_set"] == eval_set]
+        lines.sort(key=lambda s: s["policy"] != baseline)  # the baseline first
+        for s in lines:
+            rows.append(
+                (
+                    eval_set,
+                    s["policy"],
+                    str(s["n"]),
+                    _with_interval(s["interval"]),
+                    _with_interval(s.get("vs_baseline"), signed=True),
+                )
+            )
+    header = ("eval set", "policy", "n", "accuracy % [95% CI]", f"Δ vs {baseline} [95% CI]")
+    return Table(header, tuple(rows))
 
-    ``results``: dicts with ``variant``, ``seed``, ``eval_set``, ``accuracy``. Returns one dict
-    per (variant, eval set) in first-seen order: ``variant``, ``eval_set``, ``mean``, ``std``
-    (``None`` with a single seed: a sample deviation needs two), ``n_seeds``, ``seeds``.
+
+def results_markdown(rows: Iterable[Mapping[str, Any]], *, baseline: str = BASELINE_POLICY) -> str:
+    """``results_table`` of ``summarize_results(rows)`` as Markdown."""
+    return results_table(
+        summarize_results(rows, baseline=baseline), baseline=baseline
+    ).to_markdown()
+
+
+def ablation_summary(
+    results: Iterable[Mapping[str, Any]],
+    initial: Mapping[str, Sequence[bool]],
+    *,
+    reference: str = REFERENCE_VARIANT,
+) -> list[dict[str, Any]]:
+    """Every variant's accuracy pooled over its seeds, with paired comparisons.
+
+    ``results``: dicts with ``variant``, ``seed``, ``eval_set``, ``outcomes`` (one bool per
+    problem, same problems and order for every row of an eval set) and optionally
+    ``policy_artifact``. ``initial``: the initial policy's outcomes per eval set.
+
+    Returns, per eval set, a row for the initial policy, then one per variant (first-seen
+    order): ``variant``, ``eval_set``, ``n``, ``n_seeds``, ``seeds``, ``accuracy`` (pooled,
+    with its 95% CI), ``seed_accuracies``, ``std`` over seeds (None below two),
+    ``vs_initial`` and ``vs_reference`` (paired differences; None for the reference itself
+    or when it was not run) and ``artifacts`` (policy artifact id per seed).
     """
     results = list(results)
-    _check_keys(results, ("variant", "seed", "eval_set", "accuracy"), "ablation_summary")
-    groups: dict[tuple[str, str], dict[Any, float]] = {}
+    _check_keys(results, ("variant", "seed", "eval_set", "outcomes"), "ablation_summary")
+    groups: dict[tuple[str, str], dict[Any, Mapping[str, Any]]] = {}
     for i, r in enumerate(results):
-        accuracy = float(r["accuracy"])
-        if not math.isfinite(accuracy):
-            raise ValueError(f"ablation_summary: row {i} has accuracy {r['accuracy']!r}")
+        if r["eval_set"] not in initial:
+            raise ValueError(
+                f"ablation_summary: row {i}: no initial outcomes for {r['eval_set']!r}"
+            )
+        if len(r["outcomes"]) != len(initial[r["eval_set"]]):
+            raise ValueError(
+                f"ablation_summary: row {i} has {len(r['outcomes'])} outcomes on "
+                f"{r['eval_set']!r}, the initial policy {len(initial[r['eval_set']])}"
+            )
         seeds = groups.setdefault((r["variant"], r["eval_set"]), {})
         if r["seed"] in seeds:
             raise ValueError(
                 f"ablation_summary: row {i} repeats seed {r['seed']!r} of variant "
                 f"{r['variant']!r} on {r['eval_set']!r}"
             )
-        seeds[r["seed"]] = accuracy
+        seeds[r["seed"]] = r
+
+    def matrix(rows: Iterable[Mapping[str, Any]]) -> list[list[bool]]:
+        return [[bool(o) for o in r["outcomes"]] for r in rows]
+
     summary = []
-    for (variant, eval_set), seeds in groups.items():
-        values = list(seeds.values())
+    for eval_set, base in initial.items():
+        if not len(base):
+            raise ValueError(f"ablation_summary: eval set {eval_set!r} has no problems")
+        base_acc = sum(map(bool, base)) / len(base)
         summary.append(
             {
-                "variant": variant,
+                "variant": BASELINE_POLICY,
                 "eval_set": eval_set,
-                "mean": statistics.fmean(values),
-                "std": statistics.stdev(values) if len(values) > 1 else None,
-                "n_seeds": len(values),
-                "seeds": sorted(seeds, key=str),
+                "n": len(base),
+                "n_seeds": 1,
+                "seeds": [],
+                "accuracy": accuracy_interval([bool(o) for o in base]).to_json(),
+                "seed_accuracies": [base_acc],
+                "std": None,
+                "vs_initial": None,
+                "vs_reference": None,
+                "artifacts": {},
             }
         )
+        for (variant, where), by_seed in groups.items():
+            if where != eval_set:
+                continue
+            seeds = sorted(by_seed, key=str)
+            rows = [by_seed[s] for s in seeds]
+            outcomes = matrix(rows)
+            accuracies = [sum(o) / len(o) for o in outcomes]
+            ref = groups.get((reference, eval_set))
+            vs_reference: Estimate | None = None
+            if ref is not None and variant != reference:
+                vs_reference = paired_difference(outcomes, matrix(ref.values()))
+            summary.append(
+                {
+                    "variant": variant,
+                    "eval_set": eval_set,
+                    "n": len(base),
+                    "n_seeds": len(seeds),
+                    "seeds": seeds,
+                    "accuracy": accuracy_interval(outcomes).to_json(),
+                    "seed_accuracies": accuracies,
+                    "std": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
+                    "vs_initial": paired_difference(outcomes, [bool(o) for o in base]).to_json(),
+                    "vs_reference": vs_reference.to_json() if vs_reference else None,
+                    "artifacts": {
+                        str(s): r.get("policy_artifact") for s, r in zip(seeds, rows, strict=True)
+                    },
+                }
+            )
     return summary
 
 
-def ablation_markdown(summary: list[Mapping[str, Any]]) -> str:
-    """A markdown table: one line per variant, ``mean ± std (n)`` accuracy % per eval set."""
-    summary = list(summary)
-    _check_keys(summary, ("variant", "eval_set", "mean", "std", "n_seeds"), "ablation_markdown")
-    variants = list(dict.fromkeys(s["variant"] for s in summary))
-    eval_sets = list(dict.fromkeys(s["eval_set"] for s in summary))
-    cell = {(s["variant"], s["eval_set"]): s for s in summary}
-    lines = [
-        "| variant | " + " | ".join(eval_sets) + " |",
-        "|---|" + "---|" * len(eval_sets),
+def ablation_table(
+    summary: Sequence[Mapping[str, Any]], *, reference: str = REFERENCE_VARIANT
+) -> Table:
+    """One line per eval set and variant: pooled accuracy [95% CI], std over seeds, and the
+    paired differences to the initial policy and to ``reference`` (points [95% CI], p)."""
+    _check_keys(summary, ("variant", "eval_set", "n", "n_seeds", "accuracy"), "ablation_table")
+    rows = []
+    for s in summary:
+        std = "–" if s.get("std") is None else _percent(s["std"])
+        rows.append(
+            (
+                s["eval_set"],
+                s["variant"],
+                str(s["n"]),
+                str(s["n_seeds"]),
+                _with_interval(s["accuracy"]),
+                std,
+                _with_interval(s.get("vs_initial"), signed=True),
+                _with_interval(s.get("vs_reference"), signed=True),
+            )
+        )
+    header = (
+        "eval set",
+        "variant",
+        "n",
+        "seeds",
+        "accuracy % [95% CI]",
+        "std over seeds",
+        f"Δ vs {BASELINE_POLICY} [95% CI]",
+        f"Δ vs {reference} [95% CI]",
+    )
+    return Table(header, tuple(rows))
+
+
+def ablation_markdown(summary: Sequence[Mapping[str, Any]]) -> str:
+    """``ablation_table`` as Markdown."""
+    return ablation_table(summary).to_markdown()
+
+
+def tuning_summary(
+    results: Iterable[Mapping[str, Any]], initial: Sequence[bool]
+) -> list[dict[str, Any]]:
+    """Dev accuracy of each (variant, learning rate), its paired difference to the initial
+    policy, and ``chosen``: the best learning rate of each variant (ties: the smaller).
+
+    ``results``: dicts with ``variant``, ``learning_rate``, ``outcomes`` (on the dev split).
+    """
+    results = list(results)
+    _check_keys(results, ("variant", "learning_rate", "outcomes"), "tuning_summary")
+    rows = [
+        {
+            "variant": r["variant"],
+            "learning_rate": float(r["learning_rate"]),
+            "n": len(r["outcomes"]),
+            "accuracy": accuracy_interval([bool(o) for o in r["outcomes"]]).to_json(),
+            "vs_initial": paired_difference(
+                [bool(o) for o in r["outcomes"]], [bool(o) for o in initial]
+            ).to_json(),
+        }
+        for r in results
     ]
-    for v in variants:
-        parts = []
-        for e in eval_sets:
-            s = cell.get((v, e))
-            if s is None:
-                parts.append("–")
-                continue
-            std = "–" if s["std"] is None else _percent(s["std"])
-            parts.append(f"{_percent(s['mean'])} ± {std} (n={s['n_seeds']})")
-        lines.append(f"| {v} | " + " | ".join(parts) + " |")
-    return "\n".join(lines) + "\n"
+    best: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        current = best.get(row["variant"])
+        key = (row["accuracy"]["value"], -row["learning_rate"])
+        if current is None or key > (current["accuracy"]["value"], -current["learning_rate"]):
+            best[row["variant"]] = row
+    for row in rows:
+        row["chosen"] = best[row["variant"]] is row
+    return rows
+
+
+def tuning_table(summary: Sequence[Mapping[str, Any]]) -> Table:
+    """One line per variant and learning rate: dev accuracy [95% CI], Δ vs the initial
+    policy, and a mark on the learning rate chosen for the variant."""
+    _check_keys(summary, ("variant", "learning_rate", "accuracy", "chosen"), "tuning_table")
+    rows = tuple(
+        (
+            s["variant"],
+            f"{s['learning_rate']:g}",
+            _with_interval(s["accuracy"]),
+            _with_interval(s.get("vs_initial"), signed=True),
+            "chosen" if s["chosen"] else "",
+        )
+        for s in summary
+    )
+    header = (
+        "variant",
+        "learning rate",
+        "dev accuracy % [95% CI]",
+        f"Δ vs {BASELINE_POLICY} [95% CI]",
+        "",
+    )
+    return Table(header, rows)

@@ -29,6 +29,7 @@ from rlmec_core.grm_data import (
     rewrite_prompt,
 )
 from rlmec_core.teachers.base import split_steps
+from rlmec_core.verification import Verifier
 
 _ROW_FIELDS = ("question", "gold_solution", "prediction")
 
@@ -202,7 +203,9 @@ def rewrite_reaches_gold(verdict: GrmVerdict, gold_answer: str) -> bool:
 
 
 def grm_metrics(
-    verdicts: Sequence[GrmVerdict], rows: Sequence[Mapping[str, Any]] | Dataset
+    verdicts: Sequence[GrmVerdict],
+    rows: Sequence[Mapping[str, Any]] | Dataset,
+    verifier: Verifier | None = None,
 ) -> dict[str, float]:
     """GRM quality against the teacher on stage-2 rows (DISTILLED_FEATURES).
 
@@ -211,7 +214,10 @@ def grm_metrics(
       ``error_step_accuracy_incorrect``: the same over the "kept" rows only;
     - ``parse_rate``: verdicts naming a step or "correct", over all rows;
     - ``rewrite_gold_rate``: rewrites reaching the gold answer, over the incorrect rows;
-      ``rewrite_gold_rate_kept``: the same over the rows the teacher could rewrite.
+      ``rewrite_gold_rate_kept``: the same over the rows the teacher could rewrite;
+    - ``keep_rate``: rewrites annotate would keep (reaching gold, every step checked by
+      ``verifier`` where it applies), over the incorrect rows; ``rewrite_verified_rate_kept``:
+      the same over the rows the teacher could rewrite.
     """
     rows = list(rows)
     if len(verdicts) != len(rows):
@@ -235,6 +241,13 @@ def grm_metrics(
     def gold_hits(pairs: list[tuple[GrmVerdict, Mapping[str, Any]]]) -> int:
         return sum(rewrite_reaches_gold(v, r["gold_answer"]) for v, r in pairs)
 
+    def verified_hits(pairs: list[tuple[GrmVerdict, Mapping[str, Any]]]) -> int:
+        return sum(
+            rewrite_reaches_gold(v, r["gold_answer"])
+            and (verifier is None or verifier.check(r, v.text or "") is not False)
+            for v, r in pairs
+        )
+
     return {
         "n_rows": float(len(rows)),
         "n_known": float(len(known)),
@@ -244,4 +257,6 @@ def grm_metrics(
         "parse_rate": rate(sum(v.error_step is not None for v in verdicts), len(rows)),
         "rewrite_gold_rate": rate(gold_hits(incorrect), len(incorrect)),
         "rewrite_gold_rate_kept": rate(gold_hits(kept), len(kept)),
+        "keep_rate": rate(verified_hits(incorrect), len(incorrect)),
+        "rewrite_verified_rate_kept": rate(verified_hits(kept), len(kept)),
     }

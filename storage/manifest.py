@@ -53,3 +53,64 @@ class Manifest:
             return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError, TypeError) as exc:
             raise ValueError(f"{path}: unreadable artifact manifest ({exc})") from exc
+
+
+@dataclass(frozen=True)
+class Production:
+    """One commit of an artifact: the run that produced it and from which parents.
+
+    Identical content made by several runs is stored once, but each run that made it is
+    recorded, so lineage names every run's own parents (the manifest keeps the first).
+    """
+
+    artifact_id: str
+    stage: str
+    kind: str
+    parents: list[str]
+    config_hash: str
+    code_fingerprint: str
+    prefect_flow_run_id: str | None
+    prefect_task_run_id: str | None
+    mlflow_run_id: str | None
+    created_at: str
+
+    @classmethod
+    def of(cls, artifact_id: str, provenance: Provenance, created_at: str) -> Production:
+        return cls(
+            artifact_id=artifact_id,
+            stage=provenance.stage,
+            kind=provenance.kind,
+            parents=list(provenance.parents),
+            config_hash=provenance.config_hash,
+            code_fingerprint=provenance.code_fingerprint,
+            prefect_flow_run_id=provenance.prefect_flow_run_id,
+            prefect_task_run_id=provenance.prefect_task_run_id,
+            mlflow_run_id=provenance.mlflow_run_id,
+            created_at=created_at,
+        )
+
+    @classmethod
+    def origin_of(cls, manifest: Manifest) -> Production:
+        """The production a manifest describes: the artifact's first."""
+        return cls(
+            artifact_id=manifest.id,
+            stage=manifest.stage,
+            kind=manifest.kind,
+            parents=list(manifest.parents),
+            config_hash=manifest.config_hash,
+            code_fingerprint=manifest.code_fingerprint,
+            prefect_flow_run_id=manifest.prefect_flow_run_id,
+            prefect_task_run_id=manifest.prefect_task_run_id,
+            mlflow_run_id=manifest.mlflow_run_id,
+            created_at=manifest.created_at,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def read(cls, path: Path) -> Production:
+        try:
+            return cls(**json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: unreadable production record ({exc})") from exc

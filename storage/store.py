@@ -4,6 +4,9 @@ An artifact is a folder ``artifacts/<id>/`` whose id is the hash of its files. I
 written in ``.staging/`` first and renamed into place with its manifest already inside,
 so a folder under ``artifacts/`` with a manifest is always complete; a writer killed
 mid-write leaves only staging debris, which is never read and is swept by ``sweep_staging``.
+
+Every commit also leaves a production record in ``productions/<id>/``, outside the hashed
+folder: identical content made by several runs is one artifact with several productions.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from storage.atomic import fsync_dir, write_json_atomic
-from storage.manifest import MANIFEST_NAME, Manifest, Provenance
+from storage.manifest import MANIFEST_NAME, Manifest, Production, Provenance
 
 ID_LENGTH = 20
 
@@ -56,6 +59,7 @@ class ArtifactStore:
         self.workspace = Path(workspace).resolve()
         self.root = self.workspace / "artifacts"
         self.staging_root = self.workspace / ".staging"
+        self.productions_root = self.workspace / "productions"
         self.root.mkdir(parents=True, exist_ok=True)
         self.staging_root.mkdir(parents=True, exist_ok=True)
 
@@ -73,10 +77,13 @@ class ArtifactStore:
     def commit(self, staged: Path, provenance: Provenance) -> Manifest:
         """Move a staged folder into the store under its content id, with its manifest."""
         artifact_id, files = hash_tree(staged)
+        now = datetime.now(UTC)
+        production = Production.of(artifact_id, provenance, now.isoformat(timespec="seconds"))
         final = self.root / artifact_id
         if (final / MANIFEST_NAME).is_file():
-            # Same content already stored (e.g. a deterministic stage re-run): keep the
-            # first manifest, it is the artifact's true origin.
+            # Same content already stored (a deterministic re-run, or another run from other
+            # parents): the manifest stays the first production, this one is recorded beside.
+            self._record_production(production, now)
             return self.manifest(artifact_id)
         manifest = Manifest(
             id=artifact_id,
@@ -88,7 +95,7 @@ class ArtifactStore:
             prefect_flow_run_id=provenance.prefect_flow_run_id,
             prefect_task_run_id=provenance.prefect_task_run_id,
             mlflow_run_id=provenance.mlflow_run_id,
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            created_at=production.created_at,
             files=files,
             extra=dict(provenance.extra),
         )
@@ -102,7 +109,16 @@ class ArtifactStore:
             shutil.rmtree(final)
         os.rename(ready, final)
         fsync_dir(self.root)
+        self._record_production(production, now)
         return manifest
+
+    def _record_production(self, production: Production, now: datetime) -> None:
+        # Named by time first, so the folder lists oldest first; the uuid keeps two
+        # producers in the same microsecond apart.
+        name = f"{now:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex}.json"
+        write_json_atomic(
+            self.productions_root / production.artifact_id / name, production.to_json()
+        )
 
     def sweep_staging(self) -> int:
         """Remove staging folders left by killed writers of *other* processes."""
@@ -140,17 +156,31 @@ class ArtifactStore:
             raise ArtifactNotFoundError(f"{what} in {self.root} match id {prefix!r}")
         return matches[0]
 
+    def productions(self, artifact_id: str) -> list[Production]:
+        """Every run that committed this artifact's content, oldest (the manifest's) first."""
+        origin = Production.origin_of(self.manifest(artifact_id))
+        folder = self.productions_root / artifact_id
+        records = [Production.read(p) for p in sorted(folder.glob("*.json"))]
+        # An artifact stored before productions were recorded, or whose writer died between
+        # the rename and the record, still shows its origin.
+        if origin not in records:
+            records.insert(0, origin)
+        return records
+
     def lineage(self, artifact_id: str) -> list[Manifest]:
-        """The artifact and all its ancestors, nearest first, each once."""
+        """The artifact and all its ancestors, nearest first, each once.
+
+        Ancestors are the parents of every production, not only of the manifest's.
+        """
         seen: dict[str, Manifest] = {}
         queue = [artifact_id]
         while queue:
             current = queue.pop(0)
             if current in seen:
                 continue
-            manifest = self.manifest(current)
-            seen[current] = manifest
-            queue.extend(manifest.parents)
+            seen[current] = self.manifest(current)
+            for production in self.productions(current):
+                queue.extend(production.parents)
         return list(seen.values())
 
 

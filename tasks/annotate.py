@@ -5,22 +5,13 @@ from __future__ import annotations
 from rlmec_core.annotate import annotate_samples
 from rlmec_core.data.io import load_parquet, save_parquet
 from rlmec_core.modeling import load_policy
+from rlmec_core.verification import Verifier
 from tasks.context import RunContext
 from tasks.models import model_dir
 from tasks.stage import StageIO, StageResult, stage_task
 
 
-@stage_task(
-    "annotate",
-    [
-        "rlmec_core.annotate",
-        "rlmec_core.grm",
-        "rlmec_core.grm_data",
-        "rlmec_core.rewards",
-        "rlmec_core.editing",
-        "rlmec_core.logprobs",
-    ],
-)
+@stage_task("annotate")
 def annotate_task(ctx: RunContext, io: StageIO) -> StageResult:
     cfg = ctx.config.annotate
     grm, tokenizer = load_policy(model_dir(io.inputs["grm"]))
@@ -32,6 +23,7 @@ def annotate_task(ctx: RunContext, io: StageIO) -> StageResult:
         tokenizer,
         batch_size=cfg.batch_size,
         max_new_tokens=cfg.max_new_tokens,
+        verifier=Verifier(ctx.config.verification),
     )
     if len(rows) == 0:
         raise ValueError("annotate kept no sample: every incorrect sample's GRM rewrite missed")

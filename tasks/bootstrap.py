@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from rlmec_core.bootstrap import BootstrapParams, bootstrap_policy
+from rlmec_core.bootstrap import bootstrap_policy
 from rlmec_core.config import PipelineConfig
 from rlmec_core.data.io import load_parquet
 from storage.atomic import write_json_atomic
@@ -24,17 +24,7 @@ def policy_source_key(config: PipelineConfig) -> str:
     return hashlib.sha256(json.dumps(folder, sort_keys=True).encode()).hexdigest()[:16]
 
 
-@stage_task(
-    "bootstrap",
-    [
-        "rlmec_core.bootstrap",
-        "rlmec_core.tokenizer",
-        "rlmec_core.modeling",
-        "rlmec_core.trainers.sft",
-        "rlmec_core.evaluation",
-        "rlmec_core.data.synthetic",
-    ],
-)
+@stage_task("bootstrap")
 def bootstrap_task(ctx: RunContext, io: StageIO) -> StageResult:
     cfg = ctx.config.bootstrap
     if cfg.model_path is not None:
@@ -45,14 +35,12 @@ def bootstrap_task(ctx: RunContext, io: StageIO) -> StageResult:
     splits = {
         split: load_parquet(io.inputs["data"] / f"{split}.parquet") for split in ("train", "dev")
     }
-    params = BootstrapParams(
-        **cfg.model_dump(
-            exclude={"model_path", "retries", "retry_delay_seconds", "timeout_seconds"}
-        ),
-        seed=ctx.config.run.seed,
-    )
     result = bootstrap_policy(
-        splits, io.out / "model", params, checkpoint_dir=io.scratch / "checkpoints"
+        splits,
+        io.out / "model",
+        cfg,
+        seed=ctx.config.run.seed,
+        checkpoint_dir=io.scratch / "checkpoints",
     )
     history = result.pop("loss_history", [])
     return StageResult(kind="policy", metrics=result, series={"train_loss": history})

@@ -10,10 +10,7 @@ from tasks.models import model_dir
 from tasks.stage import StageIO, StageResult, stage_task
 
 
-@stage_task(
-    "collect",
-    ["rlmec_core.collect", "rlmec_core.generation", "rlmec_core.answers", "rlmec_core.modeling"],
-)
+@stage_task("collect")
 def collect_task(ctx: RunContext, io: StageIO) -> StageResult:
     cfg = ctx.config.collect
     problems = load_parquet(io.inputs["data"] / "train.parquet")

@@ -26,7 +26,7 @@ def input_files_digest(config: PipelineConfig) -> str:
     return digest.hexdigest()[:16]
 
 
-@stage_task("data", ["rlmec_core.data.synthetic", "rlmec_core.data.loaders", "rlmec_core.data.io"])
+@stage_task("data")
 def data_task(ctx: RunContext, io: StageIO) -> StageResult:
     cfg = ctx.config.data
     syn = cfg.synthetic

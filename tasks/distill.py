@@ -1,4 +1,4 @@
-"""Stage `distill`: the teacher's minimum-edit rewrites, and the GRM training set."""
+"""Stage `distill`: the teacher's minimum-edit rewrites of the collected samples."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from rlmec_core.config import ArithmeticTeacherSection, ChatTeacherSection
 from rlmec_core.data.io import load_parquet, save_parquet
 from rlmec_core.data.schema import DISTILLED_FEATURES
 from rlmec_core.distill import distill_metrics, distill_rewrites
-from rlmec_core.grm_data import build_grm_examples
 from rlmec_core.teachers.base import Teacher
 from tasks.context import RunContext
 from tasks.models import load_tokenizer
@@ -27,35 +26,24 @@ def make_teacher(section: ArithmeticTeacherSection | ChatTeacherSection) -> tupl
     return ArithmeticTeacher(), 1
 
 
-@stage_task(
-    "distill",
-    [
-        "rlmec_core.distill",
-        "rlmec_core.grm_data",
-        "rlmec_core.answers",
-        "rlmec_core.teachers.arithmetic",
-        "rlmec_core.teachers.arith_parse",
-        "rlmec_core.teachers.chat",
-        "rlmec_core.teachers.chat_prompts",
-        "rlmec_core.editing",
-    ],
-)
+@stage_task("distill")
 def distill_task(ctx: RunContext, io: StageIO) -> StageResult:
     teacher, concurrency = make_teacher(ctx.config.distill.teacher)
     samples = load_parquet(io.inputs["samples"] / "samples.parquet")
     # Finished examples are appended to shards in scratch: a rerun continues from them.
-    rows = distill_rewrites(samples, teacher, io.scratch / "shards", concurrency=concurrency)
+    rows = distill_rewrites(
+        samples,
+        teacher,
+        io.scratch / "shards",
+        concurrency=concurrency,
+        verification=ctx.config.verification,
+    )
     tokenizer = load_tokenizer(io.inputs["policy"])
     metrics = distill_metrics(
         rows, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
     )
-    grm_examples = build_grm_examples(rows, seed=ctx.config.run.seed)
+    # The GRM's training set is built (and saved) by train_grm, after its held-out split.
     save_parquet(Dataset.from_list(rows, features=DISTILLED_FEATURES), io.out / "distilled.parquet")
-    save_parquet(grm_examples, io.out / "grm_train.parquet")
-    kinds = grm_examples["kind"]
-    metrics.update(
-        {f"grm_examples_{k}": float(kinds.count(k)) for k in ("error_step", "rewrite", "identity")}
-    )
     # The teacher's config as lineage; a chat teacher's key is only ever named, never read here.
     teacher_config = ctx.config.distill.teacher.model_dump(mode="json")
     return StageResult(kind="rewrites", metrics=metrics, summary={"teacher": teacher_config})

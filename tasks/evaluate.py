@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from rlmec_core.data.io import load_parquet
-from rlmec_core.eval_table import evaluate_policies, results_markdown
+from rlmec_core.eval_table import evaluate_policies, results_table, summarize_results
 from rlmec_core.modeling import load_policy
 from storage.atomic import write_bytes_atomic, write_json_atomic
 from tasks.context import RunContext
@@ -14,8 +14,11 @@ from tasks.models import model_dir
 from tasks.stage import StageIO, StageResult, stage_task
 
 
-def eval_sets(data_artifact: Path) -> dict[str, list[dict]]:
-    """The synthetic test split and every held-out file the data stage loaded."""
+def eval_sets(data_artifact: Path, split: str = "test") -> dict[str, list[dict]]:
+    """``test``: the synthetic test split and every held-out file the data stage loaded;
+    ``dev``: the dev split alone (for choices, never for final numbers)."""
+    if split == "dev":
+        return {"synthetic_dev": list(load_parquet(data_artifact / "dev.parquet"))}
     sets = {"synthetic_test": list(load_parquet(data_artifact / "test.parquet"))}
     for path in sorted((data_artifact / "eval").glob("*.parquet")):
         sets[path.stem] = list(load_parquet(path))
@@ -47,25 +50,22 @@ def _evaluate_one(ctx: RunContext, io: StageIO, role: str, label: str, sets: dic
     return rows
 
 
-@stage_task(
-    "evaluate",
-    [
-        "rlmec_core.eval_table",
-        "rlmec_core.evaluation",
-        "rlmec_core.generation",
-        "rlmec_core.answers",
-    ],
-)
+@stage_task("evaluate")
 def evaluate_task(ctx: RunContext, io: StageIO) -> StageResult:
-    sets = eval_sets(io.inputs["data"])
+    sets = eval_sets(io.inputs["data"], ctx.config.evaluate.split)
     variant = ctx.config.train_policy.variant
     rows = [
         *_evaluate_one(ctx, io, "initial", "initial", sets),
         *_evaluate_one(ctx, io, "policy", variant, sets),
     ]
-    table = [{k: v for k, v in r.items() if k != "predictions"} for r in rows]
-    write_json_atomic(io.out / "results.json", table)
+    summary = summarize_results(rows)
+    write_json_atomic(io.out / "results.json", summary)
     write_json_atomic(io.out / "predictions.json", rows)
-    write_bytes_atomic(io.out / "results.md", results_markdown(table).encode("utf-8"))
-    metrics = {f"{r['policy']}.{r['eval_set']}.accuracy": r["accuracy"] for r in table}
-    return StageResult(kind="evaluation", metrics=metrics, summary={"results": table})
+    markdown = results_table(summary).to_markdown()
+    write_bytes_atomic(io.out / "results.md", markdown.encode("utf-8"))
+    metrics = {f"{r['policy']}.{r['eval_set']}.accuracy": r["accuracy"] for r in summary}
+    for r in summary:
+        if "vs_baseline" in r:
+            metrics[f"{r['policy']}.{r['eval_set']}.delta_vs_initial"] = r["vs_baseline"]["value"]
+    brief = [{k: v for k, v in r.items() if k != "outcomes"} for r in summary]
+    return StageResult(kind="evaluation", metrics=metrics, summary={"results": brief})

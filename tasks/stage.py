@@ -11,29 +11,25 @@ from __future__ import annotations
 import hashlib
 import json
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mlflow.tracking import MlflowClient
 from prefect import task
+from prefect.logging import get_run_logger
 from prefect.runtime import flow_run, task_run
 
 from storage.manifest import MANIFEST_NAME, Provenance
 from tasks import tracking
 from tasks.context import RunContext
+from tasks.dataset_inputs import log_dataset_inputs
 from tasks.faults import kill_point
 from tasks.fingerprint import code_fingerprint
-from tasks.time_limit import register, run_with_time_limit
-
-_RAW_FUNCTIONS: dict[str, Callable[..., Any]] = {}
-
-
-def raw_stage_function(stage: str) -> Callable[..., Any]:
-    """The undecorated function of a stage (what a time-limited child process runs)."""
-    return _RAW_FUNCTIONS[stage]
-
+from tasks.stage_registry import raw_stage_function as raw_stage_function  # re-exported
+from tasks.stage_registry import register_stage_function
+from tasks.time_limit import run_with_time_limit
 
 ArtifactRef = dict[str, str]  # {"id", "kind", "stage"}: all a task result ever holds
 
@@ -78,24 +74,25 @@ def stage_cache_key(
 
 
 def stage_task(
-    stage: str, code_modules: Sequence[str], register_as: str | None = None
+    stage: str, register_as: str | None = None
 ) -> Callable[[Callable[[RunContext, StageIO], StageResult]], Any]:
     """Decorator: make ``fn(ctx, io)`` the Prefect task of ``stage``.
 
+    Its code fingerprint covers the import closure of ``fn``'s module (see
+    ``tasks.fingerprint``), this module included since every stage module imports it.
     ``register_as``: the MLflow registered-model name the stage's model is versioned under.
     """
 
     def decorate(fn: Callable[[RunContext, StageIO], StageResult]):
-        modules = (*code_modules, fn.__module__, __name__)
-        _RAW_FUNCTIONS[stage] = fn
-        register(stage, fn)
+        module = fn.__module__
+        register_stage_function(stage, fn)
 
         def cache_key(_context: Any, parameters: dict[str, Any]) -> str:
             return stage_cache_key(
                 parameters["ctx"],
                 stage,
                 parameters["parents"],
-                code_fingerprint(modules),
+                code_fingerprint(module),
                 parameters.get("extra_key", ""),
             )
 
@@ -108,10 +105,12 @@ def stage_task(
         def run_stage(
             ctx: RunContext, parents: dict[str, ArtifactRef], extra_key: str = ""
         ) -> ArtifactRef:
-            key = stage_cache_key(ctx, stage, parents, code_fingerprint(modules), extra_key)
-            return _execute(ctx, stage, fn, parents, code_fingerprint(modules), key, register_as)
+            fingerprint = code_fingerprint(module)
+            key = stage_cache_key(ctx, stage, parents, fingerprint, extra_key)
+            return _execute(ctx, stage, fn, parents, fingerprint, key, register_as)
 
-        run_stage.code_modules = modules
+        run_stage.code_module = module  # code_closure(run_stage.code_module): what it covers
+        run_stage.registered_model = register_as
         return run_stage
 
     return decorate
@@ -148,6 +147,9 @@ def _execute(
     try:
         tracking.log_params(client, run_id, section.model_dump(mode="json"))
         inputs = {role: store.path(ref["id"]) for role, ref in parents.items()}
+        log_dataset_inputs(
+            client, run_id, {role: (ref["id"], inputs[role]) for role, ref in parents.items()}
+        )
         with store.staging() as out:
             io = StageIO(
                 inputs=inputs,
@@ -202,6 +204,7 @@ def _execute(
             f"the next `rlmec run` with the same config; see the MLflow run {run_id} and the "
             "traceback above."
         ) from exc
+    get_run_logger().info("stage %s wrote artifact %s (MLflow run %s)", stage, manifest.id, run_id)
     return {"id": manifest.id, "kind": result.kind, "stage": stage}
 
 

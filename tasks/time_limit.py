@@ -4,6 +4,9 @@ Prefect's task timeouts cannot interrupt a synchronous task running in a worker 
 and a PyTorch training step cannot be interrupted from another thread at all. So a stage
 with ``timeout_seconds`` runs in a child process that is killed at the deadline. Its
 resumable state (checkpoints, shards) is on disk, so the next run continues from there.
+
+The child's log records are sent back and handled in the parent's task thread, where
+Prefect's run context is: they become the task run's logs like those of any other stage.
 """
 
 from __future__ import annotations
@@ -11,28 +14,28 @@ from __future__ import annotations
 import ctypes
 import importlib
 import json
+import logging
+import logging.handlers
 import multiprocessing
+import queue
 import signal
+import time
 import traceback
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-# Stage functions by stage name, so a child process can find the undecorated function.
-STAGE_FUNCTIONS: dict[str, tuple[str, str]] = {}
+from tasks.stage_registry import raw_stage_function, stage_module
+
+LOG_POLL_SECONDS = 0.2  # how often the parent relays the child's log records while waiting
 
 
 class StageTimeoutError(TimeoutError):
     pass
 
 
-def register(stage: str, fn: Callable[..., Any]) -> None:
-    STAGE_FUNCTIONS[stage] = (fn.__module__, stage)
-
-
-def _die_with_parent() -> None:
-    # If the pipeline process is killed, its stage child must not train on as an orphan.
+def die_with_parent() -> None:
+    """In a child: be killed when the parent dies (a killed pipeline leaves no orphans)."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -40,11 +43,29 @@ def _die_with_parent() -> None:
         pass
 
 
-def _child_main(module: str, stage: str, ctx: Any, io: Any, result_path: str) -> None:
-    _die_with_parent()
-    importlib.import_module(module)  # registers the stage's function
-    from tasks.stage import raw_stage_function
+def _send_logs_to_parent(log_queue: Any, levels: dict[str, int]) -> None:
+    """Every record goes to the parent, and only there: no console or API handler here."""
+    from prefect.logging.handlers import APILogHandler
 
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    for logger in _loggers():
+        # Prefect's API handler has no run context in this process: the parent sends them.
+        logger.handlers = [h for h in logger.handlers if not isinstance(h, APILogHandler)]
+    logging.getLogger().handlers = [logging.handlers.QueueHandler(log_queue)]
+
+
+def _loggers() -> list[logging.Logger]:
+    known = logging.root.manager.loggerDict.values()
+    return [logging.getLogger(), *(lg for lg in known if isinstance(lg, logging.Logger))]
+
+
+def _child_main(
+    module: str, stage: str, ctx: Any, io: Any, result_path: str, log_queue: Any, levels: dict
+) -> None:
+    die_with_parent()
+    importlib.import_module(module)  # registers the stage's function (and imports Prefect)
+    _send_logs_to_parent(log_queue, levels)
     try:
         result = raw_stage_function(stage)(ctx, io)
         payload = {"ok": True, "result": asdict(result)}
@@ -57,23 +78,46 @@ def _child_main(module: str, stage: str, ctx: Any, io: Any, result_path: str) ->
     Path(result_path).write_text(json.dumps(payload, default=str), encoding="utf-8")
 
 
+def _relay_logs(log_queue: Any, wait: float) -> None:
+    """Handle the child's queued records here, in the thread that holds the run context."""
+    try:
+        record = log_queue.get(timeout=wait)
+        while True:
+            logging.getLogger(record.name).handle(record)
+            record = log_queue.get_nowait()
+    except (queue.Empty, EOFError, OSError):
+        pass
+
+
+def _logger_levels() -> dict[str, int]:
+    """The levels set in this process, so the child logs exactly what the parent would."""
+    return {logger.name: logger.level for logger in _loggers() if logger.level}
+
+
 def run_with_time_limit(stage: str, ctx: Any, io: Any, seconds: float) -> dict[str, Any]:
     """Run the stage function in a child process; kill it after ``seconds``."""
-    module, _ = STAGE_FUNCTIONS[stage]
     result_path = io.scratch / "child-result.json"
     result_path.unlink(missing_ok=True)
-    process = multiprocessing.get_context("spawn").Process(
-        target=_child_main, args=(module, stage, ctx, io, str(result_path)), daemon=True
+    spawn = multiprocessing.get_context("spawn")
+    log_queue = spawn.Queue()
+    process = spawn.Process(
+        target=_child_main,
+        args=(stage_module(stage), stage, ctx, io, str(result_path), log_queue, _logger_levels()),
+        daemon=True,
     )
     process.start()
-    process.join(seconds)
+    deadline = time.monotonic() + seconds
+    while process.is_alive() and time.monotonic() < deadline:
+        _relay_logs(log_queue, LOG_POLL_SECONDS)
     if process.is_alive():
-        process.kill()
+        process.kill()  # a record it was writing may be cut off: its queue is not read again
         process.join()
         raise StageTimeoutError(
             f"stage {stage!r} exceeded its time limit of {seconds:g} s "
             f"({stage}.timeout_seconds) and was stopped"
         )
+    process.join()
+    _relay_logs(log_queue, 0)  # what it logged last, flushed before it exited
     if not result_path.is_file():
         raise RuntimeError(
             f"stage {stage!r} worker process died (exit code {process.exitcode}) "

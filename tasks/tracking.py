@@ -87,10 +87,19 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+BEST_ALIAS = "best"
+# MLflow reserves the alias `latest`: get_model_version_by_alias(name, "latest") and
+# models:/<name>@latest always give the newest version, so every new version holds it.
+LATEST_ALIAS = "latest"
+
+
 def register_model(
     client: MlflowClient, name: str, model_path: Path, run_id: str, artifact_id: str
 ):
-    """A new version of registered model ``name`` pointing at the artifact's weights."""
+    """A new version of registered model ``name`` pointing at the artifact's weights.
+
+    It becomes the ``latest`` version; ``best`` moves only by ``promote_if_better``.
+    """
     from mlflow.exceptions import MlflowException
 
     try:
@@ -107,3 +116,46 @@ def register_model(
         tags={"rlmec.artifact_id": artifact_id},
         description=f"rlmec artifact {artifact_id}",
     )
+
+
+def version_of_artifact(client: MlflowClient, name: str, artifact_id: str):
+    """The newest version of ``name`` made from the artifact, or None."""
+    versions = client.search_model_versions(
+        f"name = '{name}' and tags.`rlmec.artifact_id` = '{artifact_id}'"
+    )
+    return max(versions, key=lambda v: int(v.version), default=None)
+
+
+def accuracy_tag(eval_set: str) -> str:
+    return f"rlmec.accuracy.{eval_set}"
+
+
+def promote_if_better(
+    client: MlflowClient, name: str, version: str, eval_set: str, accuracy: float
+) -> bool:
+    """Record the version's accuracy as a tag, then move ``best`` to it if that beats the
+    accuracy recorded on the version holding ``best`` (or nothing holds it yet). Returns
+    whether the version holds ``best`` now."""
+    tag = accuracy_tag(eval_set)
+    client.set_model_version_tag(name, version, tag, repr(float(accuracy)))
+    holder = _holder_of(client, name, BEST_ALIAS)
+    if holder is not None:
+        if str(holder.version) == str(version):
+            return True
+        recorded = holder.tags.get(tag)
+        if recorded is not None and float(recorded) >= accuracy:
+            return False
+    client.set_registered_model_alias(name, BEST_ALIAS, version)
+    return True
+
+
+def _holder_of(client: MlflowClient, name: str, alias: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        # MLflow answers "alias not found" with INVALID_PARAMETER_VALUE.
+        if exc.error_code in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
+            return None
+        raise

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import random
 
-from rlmec_core.data.io import load_parquet
+from datasets import Dataset
+
+from rlmec_core.data.io import load_parquet, save_parquet
+from rlmec_core.data.schema import DISTILLED_FEATURES
 from rlmec_core.grm import grm_metrics, grm_rewrites
 from rlmec_core.grm_data import build_grm_examples
 from rlmec_core.modeling import load_policy
 from rlmec_core.trainers.sft import checkpoint_step, train_sft
+from rlmec_core.verification import Verifier
 from tasks.context import RunContext
 from tasks.models import model_dir
 from tasks.stage import StageIO, StageResult, stage_task
@@ -24,35 +28,35 @@ def heldout_split(rows: list[dict], fraction: float, seed: int) -> tuple[list[di
     ]
 
 
-@stage_task(
-    "train_grm",
-    ["rlmec_core.trainers.sft", "rlmec_core.grm", "rlmec_core.grm_data", "rlmec_core.modeling"],
-    register_as="rlmec-grm",
-)
+def distilled_dataset(rows: list[dict]) -> Dataset:
+    """Distilled rows as a Dataset; column-wise, so an empty hold-out still has its schema."""
+    columns = {name: [row[name] for row in rows] for name in DISTILLED_FEATURES}
+    return Dataset.from_dict(columns, features=DISTILLED_FEATURES)
+
+
+@stage_task("train_grm", register_as="rlmec-grm")
 def train_grm_task(ctx: RunContext, io: StageIO) -> StageResult:
     cfg = ctx.config.train_grm
     distilled = list(load_parquet(io.inputs["rewrites"] / "distilled.parquet"))
     train_rows, heldout = heldout_split(distilled, cfg.heldout_fraction, ctx.config.run.seed)
-    examples = list(build_grm_examples(train_rows, seed=ctx.config.run.seed))
-    if not examples:
+    examples = build_grm_examples(train_rows, seed=ctx.config.run.seed)
+    if len(examples) == 0:
         raise ValueError(
             f"no GRM training examples: of {len(train_rows)} training samples none has a kept "
             "teacher rewrite (see the distill stage's metrics); collect more samples or use a "
             "teacher that handles this data"
         )
+    # Saved exactly as trained on and evaluated on, so the artifact states the GRM's data.
+    save_parquet(examples, io.out / "grm_train.parquet")
+    save_parquet(distilled_dataset(heldout), io.out / "grm_heldout.parquet")
     model, tokenizer = load_policy(model_dir(io.inputs["policy"]))
     result = train_sft(
         model,
         tokenizer,
         [{"prompt": e["prompt"], "response": e["response"]} for e in examples],
         io.scratch / "checkpoints",
-        epochs=cfg.epochs,
-        learning_rate=cfg.learning_rate,
-        batch_size=cfg.batch_size,
-        warmup_ratio=cfg.warmup_ratio,
+        cfg,
         seed=ctx.config.run.seed,
-        save_steps=cfg.save_steps,
-        resume=True,
     )
     model.save_pretrained(io.out / "model")
     tokenizer.save_pretrained(io.out / "model")
@@ -65,14 +69,18 @@ def train_grm_task(ctx: RunContext, io: StageIO) -> StageResult:
         n_heldout=float(len(heldout)),
         resumed_from_step=float(checkpoint_step(result.get("resumed_from"))),
     )
-    judged = [r for r in heldout if r["teacher_status"] in ("kept", "correct")]
-    if judged:
+    kinds = examples["kind"]
+    metrics.update(
+        {f"grm_examples_{k}": float(kinds.count(k)) for k in ("error_step", "rewrite", "identity")}
+    )
+    if heldout:  # the GRM's quality on problems it never saw, as annotate will use it
         verdicts = grm_rewrites(
             model,
             tokenizer,
-            judged,
+            heldout,
             batch_size=cfg.eval_batch_size,
             max_new_tokens=cfg.max_new_tokens,
         )
-        metrics.update({f"heldout_{k}": v for k, v in grm_metrics(verdicts, judged).items()})
+        quality = grm_metrics(verdicts, heldout, Verifier(ctx.config.verification))
+        metrics.update({f"heldout_{k}": v for k, v in quality.items()})
     return StageResult(kind="grm", metrics=metrics, series={"train_loss": history})

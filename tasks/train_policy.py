@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rlmec_core.data.io import load_parquet
 from rlmec_core.modeling import load_policy
-from rlmec_core.trainers.rlmec_trainer import train_policy
+from rlmec_core.trainers.rlmec_trainer import gold_sft_rows, train_policy
 from rlmec_core.trainers.sft import checkpoint_step
 from storage.atomic import write_json_atomic
 from tasks.context import RunContext
@@ -12,46 +12,28 @@ from tasks.models import model_dir
 from tasks.stage import StageIO, StageResult, stage_task
 
 
-@stage_task(
-    "train_policy",
-    [
-        "rlmec_core.trainers.rlmec_trainer",
-        "rlmec_core.trainers.sft",
-        "rlmec_core.losses",
-        "rlmec_core.logprobs",
-        "rlmec_core.rewards",
-    ],
-    register_as="rlmec-policy",
-)
+@stage_task("train_policy", register_as="rlmec-policy")
 def train_policy_task(ctx: RunContext, io: StageIO) -> StageResult:
     cfg = ctx.config.train_policy
     model, tokenizer = load_policy(model_dir(io.inputs["policy"]))
     rows = load_parquet(io.inputs["rl_data"] / "rl_data.parquet")
-    result = train_policy(
-        model,
-        tokenizer,
-        rows,
-        io.scratch / "checkpoints",
-        variant=cfg.variant,
-        epochs=cfg.epochs,
-        learning_rate=cfg.learning_rate,
-        batch_size=cfg.batch_size,
-        warmup_ratio=cfg.warmup_ratio,
-        epsilon=cfg.epsilon,
-        imitation_coef=cfg.imitation_coef,
-        seed=cfg.seed,
-        save_steps=cfg.save_steps,
-        resume=True,
-    )
+    gold = None
+    if cfg.variant == "gold_sft":  # the same problems' gold solutions
+        problems = load_parquet(io.inputs["data"] / "train.parquet")
+        gold = gold_sft_rows(tokenizer, problems, rows["problem_id"])
+    result = train_policy(model, tokenizer, rows, io.scratch / "checkpoints", cfg, gold=gold)
     model.save_pretrained(io.out / "model")
     tokenizer.save_pretrained(io.out / "model")
     series = {"train_loss": result.pop("loss_history", [])}
     for name, points in result.pop("term_histories", {}).items():
         series[name] = points
-    # Recorded inside the artifact, so the `sft` variant (weights unchanged) is still its
-    # own artifact that says what was (not) done. Only deterministic facts: timings and
-    # resume points live in the manifest and MLflow, or a resumed run would change the id.
-    facts = {k: result[k] for k in ("steps", "n_rows", "epsilon", "imitation_coef") if k in result}
+    # What was trained, inside the artifact. Only deterministic facts: timings and resume
+    # points live in the manifest and MLflow, or a resumed run would change the id.
+    facts = {
+        k: result[k]
+        for k in ("steps", "n_rows", "learning_rate", "epsilon", "imitation_coef")
+        if k in result
+    }
     write_json_atomic(io.out / "training.json", {"variant": cfg.variant, "seed": cfg.seed, **facts})
     metrics = {
         k: v for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)

@@ -48,3 +48,14 @@ def stage_table(result: subprocess.CompletedProcess) -> dict[str, dict]:
     )
     start = result.stdout.rindex("\n[") + 1 if "\n[" in result.stdout else result.stdout.index("[")
     return {report["stage"]: report for report in json.loads(result.stdout[start:])}
+
+
+def markdown_artifacts(flow_run_id: str) -> dict[str, str]:
+    """{key: markdown} of the Prefect markdown artifacts a flow run created."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    run_filter = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=run_filter)
+    return {a.key: a.data for a in artifacts if a.type == "markdown"}

@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from rlmec_core.config import STAGES
 from rlmec_core.editing import minimum_edit_weights
+from rlmec_core.eval_table import ablation_summary, summarize_results
 from rlmec_core.tokenizer import train_tokenizer
 from storage.atomic import write_json_atomic
 from storage.manifest import Provenance
@@ -35,6 +36,9 @@ WRONG = [
     ("3 * 4 = 12\n12 - 5 = 8\nThe answer is 8", "3 * 4 = 12\n12 - 5 = 7\nThe answer is 7", 1),
     (f"9 + 1 = 10\n{EVIL}\nThe answer is 11", "9 + 1 = 10\n10 + 0 = 10\nThe answer is 10", 1),
 ]
+# Correct answers of 50 per seed of each variant, for two ablations in one workspace.
+ABLATION_A = {"rlmec": [26, 27, 28], "sft": [20], EVIL: [5, 5]}
+ABLATION_B = {"rlmec": [30], "rft": [24, 25]}
 BOOTSTRAP_MEAN_LOSS = 0.123
 LOSSES = {
     "bootstrap": {"train_loss": [(s, 3.0 * 0.9**s) for s in range(1, 41)]},
@@ -95,6 +99,59 @@ def _record(workspace: Path, parent_id: str, stages: list[dict], status: str, st
     )
 
 
+def _outcomes(n_correct: int, n: int = 50) -> list[bool]:
+    return [i < n_correct for i in range(n)]
+
+
+def ablation_json(variants: dict[str, list[int]], eval_set: str, initial: int) -> str:
+    """ablation.json as `rlmec ablate` writes it, from each variant's correct answers (of 50)
+    per seed and the initial policy's."""
+    results = [
+        {
+            "variant": variant,
+            "seed": seed,
+            "eval_set": eval_set,
+            "outcomes": _outcomes(n_correct),
+            "policy_artifact": f"policy-{variant}-{seed}",
+        }
+        for variant, per_seed in variants.items()
+        for seed, n_correct in enumerate(per_seed)
+    ]
+    summary = ablation_summary(results, {eval_set: _outcomes(initial)})
+    return json.dumps({"summary": summary, "results": results})
+
+
+def _experiment(workspace: Path) -> tuple[MlflowClient, str]:
+    """The workspace's MLflow store and experiment, created on first use."""
+    client = MlflowClient(tracking_uri=f"sqlite:///{(workspace / 'mlflow.db').resolve()}")
+    experiment = client.get_experiment_by_name("rlmec")
+    if experiment is not None:
+        return client, experiment.experiment_id
+    location = (workspace / "mlartifacts").resolve().as_uri()
+    return client, client.create_experiment("rlmec", artifact_location=location)
+
+
+def add_ablation_run(
+    workspace: Path, started: str, payload: str, stages: list[dict] | None = None
+) -> str:
+    """An `rlmec ablate` run: its MLflow parent run names its ablation artifact by tag, as
+    flows/ablation.py does. Returns the parent run id."""
+    workspace.mkdir(parents=True, exist_ok=True)
+    client, experiment = _experiment(workspace)
+    parent = client.create_run(experiment, run_name="rlmec-ablation").info.run_id
+    artifact = _commit(
+        ArtifactStore(workspace),
+        "ablate",
+        "ablation",
+        {"ablation.json": payload, "ablation.md": "x"},
+        mlflow_run_id=parent,
+    )
+    client.set_tag(parent, "rlmec.ablation_artifact", artifact)
+    _record(workspace, parent, stages or [], "FINISHED", started)
+    client.set_terminated(parent, "FINISHED")
+    return parent
+
+
 def _log_series(client: MlflowClient, run_id: str, series: dict) -> None:
     now = int(time.time() * 1000)
     metrics = [Metric(k, v, now, step) for k, pts in series.items() for step, v in pts]
@@ -102,17 +159,14 @@ def _log_series(client: MlflowClient, run_id: str, series: dict) -> None:
 
 
 def build_workspace(workspace: Path) -> dict[str, str]:
-    """Two runs in one workspace: a full one and one that failed in train_grm.
+    """Four runs in one workspace: a full one, one that failed in train_grm, and two
+    ablations (the second made after the first, with other variants and eval set).
 
-    Returns the parent run ids: ``full``, ``failed``.
+    Returns the parent run ids: ``full``, ``failed``, ``ablation_a``, ``ablation_b``.
     """
     workspace.mkdir(parents=True, exist_ok=True)
     store = ArtifactStore(workspace)
-    uri = f"sqlite:///{(workspace / 'mlflow.db').resolve()}"
-    client = MlflowClient(tracking_uri=uri)
-    experiment = client.create_experiment(
-        "rlmec", artifact_location=(workspace / "mlartifacts").resolve().as_uri()
-    )
+    client, experiment = _experiment(workspace)
     parent = client.create_run(experiment, run_name="rlmec-full").info.run_id
 
     def child(stage: str, parent_id: str = parent) -> str:
@@ -236,15 +290,23 @@ def build_workspace(workspace: Path) -> dict[str, str]:
         summary={"variant": "rlmec"},
         mlflow_run_id=children["train_policy"],
     )
-    results = [
-        {"policy": p, "eval_set": s, "n": 50, "n_correct": c, "accuracy": c / 50}
-        for p, s, c in [
+    rows = [  # as evaluate_policies returns them
+        {
+            "policy": p,
+            "eval_set": e,
+            "n": 50,
+            "n_correct": c,
+            "accuracy": c / 50,
+            "outcomes": _outcomes(c),
+        }
+        for p, e, c in [
             ("initial", "synthetic_test", 20),
             ("initial", f"held {EVIL}", 10),
             ("rlmec", "synthetic_test", 27),
             ("rlmec", f"held {EVIL}", 9),
         ]
     ]
+    results = summarize_results(rows)
     ids["evaluate"] = _commit(
         store,
         "evaluate",
@@ -253,16 +315,6 @@ def build_workspace(workspace: Path) -> dict[str, str]:
         metrics={"rlmec.synthetic_test.accuracy": 0.54},
         summary={"results": results},
         mlflow_run_id=children["evaluate"],
-    )
-    summary = [
-        {"variant": v, "eval_set": "synthetic_test", "mean": m, "std": sd, "n_seeds": n}
-        for v, m, sd, n in [("rlmec", 0.54, 0.02, 3), ("sft", 0.4, None, 1), (EVIL, 0.1, 0.0, 2)]
-    ]
-    _commit(
-        store,
-        "ablate",
-        "ablation",
-        {"ablation.json": json.dumps({"summary": summary, "results": []}), "ablation.md": "x"},
     )
     stages = [
         {
@@ -291,12 +343,33 @@ def build_workspace(workspace: Path) -> dict[str, str]:
     ]
     _record(workspace, failed, stages, "FAILED", "2026-01-02T10:00:00+0000")
     client.set_terminated(failed, "FAILED")
-    return {"full": parent, "failed": failed}
+
+    # Two ablations on the full run's upstream artifacts, each variant with its own lines.
+    def ablation_lines(variants: dict[str, list[int]]) -> list[dict]:
+        shared = [
+            {"stage": s, "status": "cached", "artifact": ids[s], "seconds": 0.1}
+            for s in STAGES[: STAGES.index("annotate") + 1]
+        ]
+        return shared + [
+            {"stage": f"{s}[{v},seed={i}]", "status": "ran", "artifact": ids[s], "seconds": 1.0}
+            for v, per_seed in variants.items()
+            for i in range(len(per_seed))
+            for s in ("train_policy", "evaluate")
+        ]
+
+    runs = {"full": parent, "failed": failed}
+    for name, started, variants, eval_set in (
+        ("ablation_a", "2026-01-01T11:00:00+0000", ABLATION_A, "synthetic_test"),
+        ("ablation_b", "2026-01-01T12:00:00+0000", ABLATION_B, "svamp"),
+    ):
+        payload = ablation_json(variants, eval_set, initial=20)
+        runs[name] = add_ablation_run(workspace, started, payload, ablation_lines(variants))
+    return runs
 
 
 def build_bare_workspace(workspace: Path, status: str = "FINISHED") -> str:
     """A run that stopped after `data` (or is still running: ``status``), with no MLflow
-    store and no ablation."""
+    store."""
     store = ArtifactStore(workspace)
     data = _commit(store, "data", "dataset", {"train.parquet": b"x"}, metrics={"n_train": 3})
     stages = [{"stage": "data", "status": "ran", "artifact": data, "seconds": 0.3}]

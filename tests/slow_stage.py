@@ -7,7 +7,7 @@ import torch
 from tasks.stage import StageResult, stage_task
 
 
-@stage_task("busy_training", [])
+@stage_task("busy_training")
 def busy_training(seconds, io):
     """A synchronous CPU-bound loop, like a training step that never yields."""
     end = time.monotonic() + seconds

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import random
+import re
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
-from rlmec_core.answers import answers_match
+from rlmec_core.answers import answers_match, extract_answer
 from rlmec_core.data.loaders import load_gsm8k_jsonl
+from rlmec_core.data.synthetic import synthetic_splits
 from rlmec_core.teachers.arith_parse import format_like, read_step
 from rlmec_core.teachers.arithmetic import ArithmeticTeacher
 from rlmec_core.teachers.base import Rewrite, Teacher, split_steps
-from rlmec_core.teachers.perturb import perturb_solution
+from rlmec_core.teachers.perturb import Kind, perturb_solution
+from rlmec_core.verification import check_steps
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 
@@ -252,3 +255,267 @@ def test_on_perturbed_gsm8k_the_teacher_finds_the_step_and_the_answer(
     assert cases >= 1000  # most GSM8K solutions have arithmetic to perturb
     assert found_and_recovered / cases >= 0.95
     assert judged_correct / len(records) >= 0.99
+
+
+# --- Misread numbers: a question number copied wrongly, restated in prose, carried on ---
+
+# The synthetic template (rlmec_core.data.synthetic, farm scenario), written out so the
+# expected rewrites do not depend on the generator's random stream.
+HENS_Q = (
+    "Anna has 6 hens and each hen lays 10 eggs this week. She uses 10 eggs for breakfast. "
+    "She finds 4 more eggs in the barn. How many eggs does Anna have now?"
+)
+HENS_GOLD = (
+    "6 hens lay 10 eggs each, so there are 6 * 10 = 60 eggs.\n"
+    "She uses 10, so she has 60 - 10 = 50 eggs.\n"
+    "She finds 4 more, so she has 50 + 4 = 54 eggs.\n"
+    "The answer is 54"
+)
+HENS_BODY = HENS_GOLD.rsplit("\n", 1)[0]
+HENS_MISREAD_BODY = (
+    "6 hens lay 10 eggs each, so there are 6 * 10 = 60 eggs.\n"
+    "She uses 1, so she has 60 - 1 = 59 eggs.\n"
+    "She finds 4 more, so she has 59 + 4 = 63 eggs."
+)
+
+
+@pytest.mark.parametrize(
+    ("prediction", "error_step"),
+    [
+        # 10 misread as 1, restated in the prose, carried into the later steps.
+        (HENS_MISREAD_BODY + "\nThe answer is 63", 1),
+        # The same misread with the prose left right: only the equation is wrong.
+        (HENS_MISREAD_BODY.replace("uses 1,", "uses 10,") + "\nThe answer is 63", 1),
+        # Another number of the question (4 for 6 hens), restated, carried forward.
+        (
+            "4 hens lay 10 eggs each, so there are 4 * 10 = 40 eggs.\n"
+            "She uses 10, so she has 40 - 10 = 30 eggs.\n"
+            "She finds 4 more, so she has 30 + 4 = 34 eggs.\n"
+            "The answer is 34",
+            0,
+        ),
+        # A misread and a slip in the same step (60 - 1 = 58).
+        (
+            HENS_MISREAD_BODY.replace("= 59", "= 58").replace("59 +", "58 +")
+            + "\nThe answer is 62",
+            1,
+        ),
+        # A wrong operation: the step becomes the gold's step.
+        (
+            "6 hens lay 10 eggs each, so there are 6 * 10 = 60 eggs.\n"
+            "She uses 10, so she has 60 + 10 = 70 eggs.\n"
+            "She finds 4 more, so she has 70 + 4 = 74 eggs.\n"
+            "The answer is 74",
+            1,
+        ),
+        (HENS_BODY + "\nThe answer is 50", 3),  # the answer line alone is wrong
+        (HENS_BODY, 3),  # no answer line: the first missing line is the error
+        (HENS_MISREAD_BODY, 1),  # a misread and no answer line
+        # Lines after a right answer line are dropped; the first of them is the error.
+        (HENS_GOLD + "\nThen she buys 3 more, so she has 54 + 3 = 57 eggs.", 4),
+        (HENS_GOLD + "\nThen she buys 3 more, so she has 54 + 3 = 57 eggs.\nThe answer is 57", 4),
+    ],
+)
+def test_synthetic_solution_is_rewritten_to_the_gold(
+    teacher: ArithmeticTeacher, prediction: str, error_step: int
+) -> None:
+    assert teacher.rewrite(HENS_Q, HENS_GOLD, prediction) == Rewrite(error_step, HENS_GOLD)
+
+
+def test_misread_in_a_generated_synthetic_problem(teacher: ArithmeticTeacher) -> None:
+    # A real problem of the generator; 10 is stated three times and is also the answer.
+    problem = synthetic_splits(seed=0, n_train=5, n_dev=0, n_test=0)["train"][4]
+    question, gold = problem["question"], problem["gold_solution"]
+    assert "She uses 10, so she has 60 - 10 = 50 eggs." in gold
+    prediction = (
+        gold.replace("uses 10, so she has 60 - 10 = 50", "uses 1, so she has 60 - 1 = 59")
+        .replace("50 + 10 = 60", "59 + 10 = 69")
+        .replace("60 / 6 = 10", "69 / 6 = 11.5")
+        .replace("The answer is 10", "The answer is 11.5")
+    )
+    assert prediction.count("11.5") == 2
+    assert teacher.rewrite(question, gold, prediction) == Rewrite(1, gold)
+
+
+JANE_Q = (
+    "Jane has saved $4 of her allowance every week for the past 8 weeks. If she continues "
+    "to save the same amount each week, how many more weeks will it take for her to have "
+    "saved a total of $60?"
+)
+JANE_GOLD = (
+    "She has already saved 8 * $4 = $32.\n"
+    "She needs to save an additional $60 - $32 = $28.\n"
+    "It will take her 28 / 4 = 7 more weeks to save the rest of the money.\n"
+    "The answer is 7"
+)
+
+
+@pytest.mark.parametrize(
+    ("question", "gold", "prediction", "expected"),
+    [
+        # 8 weeks misread as 6 (stated nowhere), restated in the prose.
+        (
+            JANE_Q,
+            JANE_GOLD,
+            "Jane saved 4 dollars for 6 weeks, so 4 * 6 = 24 dollars so far.\n"
+            "She still needs 60 - 24 = 36 dollars.\n"
+            "That takes 36 / 4 = 9 more weeks.\n"
+            "The answer is 9",
+            Rewrite(
+                0,
+                "Jane saved 4 dollars for 8 weeks, so 4 * 8 = 32 dollars so far.\n"
+                "She still needs 60 - 32 = 28 dollars.\n"
+                "That takes 28 / 4 = 7 more weeks.\n"
+                "The answer is 7",
+            ),
+        ),
+        # 10 pencils misread as 12, another number of the question.
+        (
+            PENCILS_Q,
+            PENCILS_GOLD,
+            "Tom gets 3 packs with 12 pencils each, so 3 * 12 = 36 pencils.\n"
+            "He gives away 12 of them, leaving 36 - 12 = 24.\n"
+            "Each of the 2 friends gets 24 / 2 = 12.\n"
+            "The answer is 12",
+            Rewrite(
+                1,
+                "Tom gets 3 packs with 12 pencils each, so 3 * 12 = 36 pencils.\n"
+                "He gives away 10 of them, leaving 36 - 10 = 26.\n"
+                "Each of the 2 friends gets 26 / 2 = 13.\n"
+                "The answer is 13",
+            ),
+        ),
+    ],
+)
+def test_free_form_misread_is_fixed_in_the_prose_too(
+    teacher: ArithmeticTeacher, question: str, gold: str, prediction: str, expected: Rewrite
+) -> None:
+    assert teacher.rewrite(question, gold, prediction) == expected
+
+
+OWN_WORDS_START = "Tom gets 3 packs with 12 pencils each, so 3 * 12 = 36 pencils."
+RAYNA_Q = (
+    "Rayna has 60 more dollars than Kassidy, and Kassidy has 3/4 times as much money as "
+    "Aurelia. If Arelia has $120, how much would each have if they decided to add together "
+    "their money and share equally among them?"
+)
+RAYNA_GOLD = (
+    "Kassidy has 3/4*$120 = $90\n"
+    "Kassidy and Arelia have together $90+$120 = $210\n"
+    "Rayna has $60+$90 = $150\n"
+    "The three of them together has $210+$150 = $360\n"
+    "Each person would receive $360/3= $120\n"
+    "The answer is 120"
+)
+RAYNA_START = (
+    "Kassidy has 3/4 * 120 = 90 dollars.\nKassidy and Aurelia have 90 + 120 = 210 dollars."
+)
+
+
+@pytest.mark.parametrize(
+    ("question", "gold", "prediction", "expected"),
+    [
+        # A wrong operation no single number explains: carrying forward cannot work, so
+        # the rewrite keeps the right step 0 and continues with the gold from its step 1.
+        (
+            PENCILS_Q,
+            PENCILS_GOLD,
+            f"{OWN_WORDS_START}\n"
+            "With the 10 he gives away he has 36 + 10 = 46.\n"
+            "Each of the 2 friends gets 46 / 2 = 23.\n"
+            "The answer is 23",
+            Rewrite(1, OWN_WORDS_START + "\n" + PENCILS_GOLD.split("\n", 1)[1]),
+        ),
+        # Step 0 misreads 12 as 10 (also a question number: true arithmetic on stated
+        # numbers) and step 1 is false. Correcting step 1 cannot reach gold, and step 0,
+        # whose value the gold never reaches, is not kept either.
+        (
+            PENCILS_Q,
+            PENCILS_GOLD,
+            "Tom has 3 packs of 10 pencils, so 3 * 10 = 30 pencils.\n"
+            "He gives away 10, leaving 30 - 10 = 21.\n"
+            "Each friend gets 21 / 2 = 10.5.\n"
+            "The answer is 10.5",
+            Rewrite(0, PENCILS_GOLD),
+        ),
+        # 60 misread as 120 gives 120 + 90 = 210, a computation the gold makes once (step
+        # 1): step 2 repeats it, so it is wrong and not kept.
+        (
+            RAYNA_Q,
+            RAYNA_GOLD,
+            f"{RAYNA_START}\n"
+            "Rayna has 120 more than Kassidy, so 120 + 90 = 210 dollars.\n"
+            "Together they have 210 + 210 = 420 dollars.\n"
+            "Each gets 420 / 3 = 140 dollars.\n"
+            "The answer is 140",
+            Rewrite(2, RAYNA_START + "\n" + RAYNA_GOLD.split("\n", 2)[2]),
+        ),
+    ],
+)
+def test_the_rewrite_never_keeps_a_wrong_step(
+    teacher: ArithmeticTeacher, question: str, gold: str, prediction: str, expected: Rewrite
+) -> None:
+    result = teacher.rewrite(question, gold, prediction)
+    assert result == expected
+    assert check_steps(question, extract_answer(gold) or "", result.text, "grounded").ok
+
+
+def test_misread_perturbation_restates_the_number_and_carries_it() -> None:
+    gold_steps = split_steps(HENS_GOLD)
+    seen: set[int] = set()
+    for seed in range(40):
+        for kind in ("misread", "misread+slip"):
+            perturbed = perturb_solution(HENS_GOLD, random.Random(seed), kind, HENS_Q)
+            assert perturbed is not None
+            text, index = perturbed
+            seen.add(index)
+            steps = split_steps(text)
+            assert len(steps) == len(gold_steps)
+            assert steps[:index] == gold_steps[:index] and steps[index] != gold_steps[index]
+            assert not answers_match(text, "54")
+            # Only numbers change, and each prose number still restates an operand.
+            for step, gold_step in zip(steps[:-1], gold_steps[:-1], strict=True):
+                assert re.sub(r"\d+", "#", step) == re.sub(r"\d+", "#", gold_step)
+                read = read_step(step)
+                operands = {n.value for eq in read.equations for n in eq.operands}
+                assert {n.value for n in read.prose_numbers} <= operands
+            # The misread step is true arithmetic (later steps always are); with a slip
+            # its result is wrong.
+            holds = [eq.holds() for step in steps for eq in read_step(step).equations]
+            assert all(holds) == (kind == "misread")
+    assert seen == {0, 1, 2}
+    assert perturb_solution(HENS_GOLD, random.Random(3), "misread", HENS_Q) == perturb_solution(
+        HENS_GOLD, random.Random(3), "misread", HENS_Q
+    )
+    # Without the question there is no stated number to misread.
+    assert perturb_solution(HENS_GOLD, random.Random(0), "misread") is None
+    with pytest.raises(ValueError, match="kind"):
+        perturb_solution(HENS_GOLD, random.Random(0), "typo")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["misread", "misread+slip"])
+def test_on_perturbed_synthetic_problems_every_rewritten_step_is_right(
+    teacher: ArithmeticTeacher, kind: Kind
+) -> None:
+    problems = synthetic_splits(seed=0, n_train=400, n_dev=0, n_test=0)["train"]
+    rng = random.Random(1)
+    cases = rewritten = right = found = 0
+    for problem in problems:
+        question, gold = problem["question"], problem["gold_solution"]
+        perturbed = perturb_solution(gold, rng, kind, question)
+        if perturbed is None:
+            continue
+        text, step = perturbed
+        cases += 1
+        result = teacher.rewrite(question, gold, text)
+        if result is None:
+            continue
+        rewritten += 1
+        found += result.error_step == step
+        right += check_steps(
+            question, problem["gold_answer"], result.text, "grounded"
+        ).ok and answers_match(result.text, problem["gold_answer"])
+    assert cases >= 350  # most synthetic problems state a number to misread
+    assert rewritten / cases >= 0.95
+    assert right / rewritten >= 0.99
+    assert found / rewritten >= 0.95

@@ -9,7 +9,8 @@ import torch
 from datasets import DatasetDict
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from rlmec_core.bootstrap import BootstrapParams, bootstrap_policy
+from rlmec_core.bootstrap import bootstrap_policy
+from rlmec_core.config import BootstrapSection, TrainingSection
 from rlmec_core.data.synthetic import synthetic_splits
 from rlmec_core.modeling import build_tiny_llama
 from rlmec_core.policy_prompt import format_policy_prompt
@@ -21,7 +22,7 @@ from rlmec_core.trainers.sft import (
     train_sft,
 )
 
-MICRO = BootstrapParams(
+MICRO = BootstrapSection(
     vocab_size=300,
     hidden_size=32,
     num_layers=1,
@@ -32,6 +33,7 @@ MICRO = BootstrapParams(
     learning_rate=3e-3,
     batch_size=16,
     save_steps=2,
+    logging_steps=1,
     eval_max_new_tokens=24,
     eval_batch_size=16,
 )
@@ -60,7 +62,7 @@ def _examples(splits, n):
 def test_micro_bootstrap_saves_a_loadable_policy(micro_splits, tmp_path):
     out_dir = tmp_path / "policy"
     metrics = bootstrap_policy(
-        micro_splits, out_dir, MICRO, checkpoint_dir=tmp_path / "ckpt", progress=False
+        micro_splits, out_dir, MICRO, seed=0, checkpoint_dir=tmp_path / "ckpt"
     )
     assert 0.0 <= metrics["dev_accuracy"] <= 1.0 and metrics["dev_n"] == 16
     assert metrics["sft_steps"] == 4  # 64 examples / batch 16, one epoch
@@ -83,16 +85,16 @@ def test_micro_bootstrap_saves_a_loadable_policy(micro_splits, tmp_path):
     assert model.config.vocab_size == len(tokenizer) == metrics["vocab_size"]
 
     # A rerun finds the finished checkpoint and trains no further.
-    again = bootstrap_policy(
-        micro_splits, out_dir, MICRO, checkpoint_dir=tmp_path / "ckpt", progress=False
-    )
+    again = bootstrap_policy(micro_splits, out_dir, MICRO, seed=0, checkpoint_dir=tmp_path / "ckpt")
     assert again["sft_steps"] == 4
     assert again["dev_accuracy"] == metrics["dev_accuracy"]
 
 
 def test_bootstrap_needs_train_and_dev(micro_splits, tmp_path):
     with pytest.raises(ValueError, match="'dev'"):
-        bootstrap_policy(DatasetDict({"train": micro_splits["train"]}), tmp_path / "p", MICRO)
+        bootstrap_policy(
+            DatasetDict({"train": micro_splits["train"]}), tmp_path / "p", MICRO, seed=0
+        )
 
 
 def test_loss_is_on_response_tokens_only(tokenizer):
@@ -126,19 +128,18 @@ def _tiny_model(tokenizer):
 
 def test_sft_resumes_from_the_last_checkpoint(micro_splits, tokenizer, tmp_path):
     examples = _examples(micro_splits, 32)
-    kwargs = dict(
+    training = TrainingSection(
         epochs=1.0,
         learning_rate=3e-3,
         batch_size=4,
         warmup_ratio=0.1,
-        seed=0,
         max_length=512,
         save_steps=3,
         save_total_limit=None,
-        progress=False,
+        logging_steps=1,
     )
     full_model = _tiny_model(tokenizer)
-    full = train_sft(full_model, tokenizer, examples, tmp_path / "full", **kwargs)
+    full = train_sft(full_model, tokenizer, examples, tmp_path / "full", training, seed=0)
     assert full["steps"] == 8
     assert [step for step, _ in full["loss_history"]] == list(range(1, 9))
 
@@ -146,7 +147,7 @@ def test_sft_resumes_from_the_last_checkpoint(micro_splits, tokenizer, tmp_path)
     run_dir = tmp_path / "run"
     shutil.copytree(tmp_path / "full" / "checkpoint-3", run_dir / "checkpoint-3")
     resumed_model = _tiny_model(tokenizer)
-    resumed = train_sft(resumed_model, tokenizer, examples, run_dir, **kwargs)
+    resumed = train_sft(resumed_model, tokenizer, examples, run_dir, training, seed=0)
     assert resumed["resumed_from"].endswith("checkpoint-3")
     assert resumed["steps"] == 8
     assert [step for step, _ in resumed["loss_history"]] == list(range(1, 9))
@@ -166,8 +167,6 @@ def test_sft_rejects_malformed_examples(tokenizer, tmp_path):
             tokenizer,
             [{"prompt": "a", "response": "b"}, {"prompt": "a"}],
             tmp_path,
-            epochs=1,
-            learning_rate=1e-3,
-            batch_size=2,
-            warmup_ratio=0.0,
+            TrainingSection(epochs=1, learning_rate=1e-3, batch_size=2, warmup_ratio=0.0),
+            seed=0,
         )

@@ -10,9 +10,18 @@ from pathlib import Path
 import pytest
 from datasets import Dataset
 
+from rlmec_core.config import VerificationSection
 from rlmec_core.data.schema import DISTILLED_FEATURES
-from rlmec_core.distill import DistillError, distill_metrics, distill_rewrites, read_shards
+from rlmec_core.distill import (
+    DistillError,
+    distill_metrics,
+    distill_rewrites,
+    judge_sample,
+    read_shards,
+)
+from rlmec_core.teachers.arithmetic import ArithmeticTeacher
 from rlmec_core.teachers.base import Rewrite, split_steps
+from rlmec_core.verification import Verifier
 
 
 class FakeTeacher:
@@ -234,12 +243,21 @@ def test_bad_input_is_refused(tmp_path):
         distill_rewrites([sample], FakeTeacher(), tmp_path, concurrency=0)
 
 
-def _metric_row(status: str, prediction: str = "", rewrite: str = "", step: int = -1) -> dict:
+def _metric_row(
+    status: str,
+    prediction: str = "",
+    rewrite: str = "",
+    step: int = -1,
+    answer_correct: bool | None = None,
+) -> dict:
+    correct = status == "correct"
     return {
         "teacher_status": status,
         "prediction": prediction,
         "rewrite": rewrite,
         "error_step": step,
+        "correct": correct,
+        "answer_correct": correct if answer_correct is None else answer_correct,
     }
 
 
@@ -278,3 +296,193 @@ def test_metrics_with_nothing_incorrect_are_zero():
     assert metrics["mean_edit_distance"] == 0.0
     assert metrics["kept_token_fraction"] == 0.0
     assert not [key for key in metrics if key.startswith("error_step_")]
+
+
+# --- The step checker on samples and rewrites (VerificationSection) ---
+
+HENS_Q = (
+    "Anna has 6 hens and each hen lays 10 eggs this week. She uses 10 eggs for breakfast. "
+    "She finds 4 more eggs in the barn. How many eggs does Anna have now?"
+)
+HENS_GOLD = (
+    "6 hens lay 10 eggs each, so there are 6 * 10 = 60 eggs.\n"
+    "She uses 10, so she has 60 - 10 = 50 eggs.\n"
+    "She finds 4 more, so she has 50 + 4 = 54 eggs.\n"
+    "The answer is 54"
+)
+# The gold answer through a misread (1 for 10) and a made-up number: every equation holds.
+HENS_LUCKY = (
+    "6 hens lay 10 eggs each, so there are 6 * 10 = 60 eggs.\n"
+    "She uses 1, so she has 60 - 1 = 59 eggs.\n"
+    "She finds 4 more and loses 9, so she has 59 + 4 - 9 = 54 eggs.\n"
+    "The answer is 54"
+)
+QA_Q = "Predators eat\nOptions:\nlions\nhumans\nbunnies\ngrass"
+AUTO = VerificationSection()
+OFF = VerificationSection(steps="off")
+
+
+def verified_sample(
+    prediction: str,
+    correct: bool,
+    *,
+    question: str = HENS_Q,
+    gold: str = HENS_GOLD,
+    answer: str = "54",
+    source: str = "synthetic",
+    sample_id: str = "h/0",
+) -> dict:
+    return {
+        "sample_id": sample_id,
+        "problem_id": sample_id.split("/")[0],
+        "question": question,
+        "gold_solution": gold,
+        "gold_answer": answer,
+        "source": source,
+        "prediction": prediction,
+        "predicted_answer": answer if correct else "?",
+        "correct": correct,
+    }
+
+
+class ScriptedTeacher:
+    """Answers every call with the same verdict and records the predictions it saw."""
+
+    name = "scripted"
+
+    def __init__(self, verdict: Rewrite | None) -> None:
+        self.verdict = verdict
+        self.calls: list[str] = []
+
+    def rewrite(self, question: str, gold_solution: str, prediction: str) -> Rewrite | None:
+        self.calls.append(prediction)
+        return self.verdict
+
+
+def test_a_right_answer_with_a_false_step_is_incorrect_and_rewritten(tmp_path):
+    # make_sample's synthetic problem, the right answer after a false equation.
+    sample = make_sample(1, True)
+    sample["prediction"] = "We add 1 and 10.\n1 + 10 = 12\nThe answer is 11"
+    teacher = FakeTeacher()
+    [row] = distill_rewrites([sample], teacher, tmp_path / "s", verification=AUTO)
+    assert teacher.calls == [sample["prediction"]]
+    assert (row["answer_correct"], row["correct"]) == (True, False)
+    assert (row["teacher_status"], row["error_step"]) == ("kept", 1)
+    assert row["rewrite"] == "We add 1 and 10.\n1 + 10 = 11\nThe answer is 11"
+    Dataset.from_list([row], features=DISTILLED_FEATURES)
+
+
+def test_a_lucky_misread_is_caught_and_repaired_by_the_arithmetic_teacher():
+    row = judge_sample(verified_sample(HENS_LUCKY, True), ArithmeticTeacher(), Verifier(AUTO))
+    assert (row["answer_correct"], row["correct"], row["teacher_status"]) == (True, False, "kept")
+    assert (row["error_step"], row["rewrite"]) == (1, HENS_GOLD)
+    # Where only equations are checked (not a synthetic problem), the same sample passes.
+    row = judge_sample(
+        verified_sample(HENS_LUCKY, True, source="gsm8k"), FakeTeacher(), Verifier(AUTO)
+    )
+    assert (row["correct"], row["teacher_status"]) == (True, "correct")
+
+
+def test_a_right_solution_is_not_sent_to_the_teacher():
+    teacher = ScriptedTeacher(Rewrite(0, HENS_GOLD))
+    row = judge_sample(verified_sample(HENS_GOLD, True), teacher, Verifier(AUTO))
+    assert (row["correct"], row["teacher_status"], row["rewrite"]) == (True, "correct", HENS_GOLD)
+    assert teacher.calls == []
+
+
+def test_a_rewrite_reaching_gold_through_a_failing_step_is_unverified():
+    wrong = HENS_GOLD.replace("The answer is 54", "The answer is 50")
+    teacher = ScriptedTeacher(Rewrite(1, HENS_LUCKY))
+    row = judge_sample(verified_sample(wrong, False), teacher, Verifier(AUTO))
+    assert (row["correct"], row["answer_correct"]) == (False, False)
+    assert (row["teacher_status"], row["error_step"], row["rewrite"]) == (
+        "unverified",
+        1,
+        HENS_LUCKY,
+    )
+    # A false equation fails the gsm8k strength too; a made-up number does not.
+    false_step = HENS_GOLD.replace("60 - 10 = 50", "60 - 10 = 51")
+    teacher = ScriptedTeacher(Rewrite(1, false_step))
+    row = judge_sample(verified_sample(wrong, False, source="gsm8k"), teacher, Verifier(AUTO))
+    assert row["teacher_status"] == "unverified"
+    teacher = ScriptedTeacher(Rewrite(1, HENS_LUCKY))
+    row = judge_sample(verified_sample(wrong, False, source="gsm8k"), teacher, Verifier(AUTO))
+    assert row["teacher_status"] == "kept"
+
+
+def test_steps_off_keeps_the_answer_only_behaviour(tmp_path):
+    right_answer = verified_sample(HENS_LUCKY, True, sample_id="a/0")
+    wrong = verified_sample(HENS_GOLD.replace("is 54", "is 50"), False, sample_id="b/0")
+    teacher = ScriptedTeacher(Rewrite(1, HENS_LUCKY))
+    rows = distill_rewrites([right_answer, wrong], teacher, tmp_path / "s", verification=OFF)
+    assert teacher.calls == [wrong["prediction"]]
+    assert [(r["correct"], r["answer_correct"], r["teacher_status"]) for r in rows] == [
+        (True, True, "correct"),
+        (False, False, "kept"),  # not checked: kept although a step fails
+    ]
+    # No verification section at all is the same as off.
+    again = distill_rewrites([right_answer, wrong], teacher, tmp_path / "t", progress=False)
+    assert again == rows
+
+
+def test_teacher_judges_correct_where_no_checker_applies():
+    qa_gold = "Predators hunt animals.\nBunnies are prey.\nThe answer is bunnies"
+    right = verified_sample(
+        "Grass is food.\nThe answer is bunnies",
+        True,
+        question=QA_Q,
+        gold=qa_gold,
+        answer="bunnies",
+        source="qa",
+    )
+    judges = Verifier(VerificationSection(teacher_judges_correct=True))
+    # The teacher names a step: the right answer was reached the wrong way.
+    teacher = ScriptedTeacher(Rewrite(0, qa_gold))
+    row = judge_sample(right, teacher, judges)
+    assert teacher.calls == [right["prediction"]]
+    assert (row["answer_correct"], row["correct"]) == (True, False)
+    assert (row["teacher_status"], row["error_step"], row["rewrite"]) == ("kept", 0, qa_gold)
+    # It finds nothing wrong, or cannot judge: the sample stays correct, as it is.
+    for verdict in (Rewrite(-1, right["prediction"]), None):
+        row = judge_sample(right, ScriptedTeacher(verdict), judges)
+        assert (row["correct"], row["teacher_status"]) == (True, "correct")
+        assert (row["error_step"], row["rewrite"]) == (-1, right["prediction"])
+    # Without the option, a correct QA sample never reaches the teacher...
+    teacher = ScriptedTeacher(Rewrite(0, qa_gold))
+    assert judge_sample(right, teacher, Verifier(AUTO))["correct"] is True
+    assert teacher.calls == []
+    # ...and with it, a sample the checker passes does not either.
+    assert judge_sample(verified_sample(HENS_GOLD, True), teacher, judges)["correct"] is True
+    assert teacher.calls == []
+
+
+def test_relabelled_rows_resume_and_a_changed_label_is_refused(tmp_path):
+    samples = [verified_sample(HENS_LUCKY, True)]
+    shard_dir = tmp_path / "s"
+    rows = distill_rewrites(samples, ArithmeticTeacher(), shard_dir, verification=AUTO)
+    assert rows[0]["correct"] is False
+    teacher = ScriptedTeacher(None)
+    assert distill_rewrites(samples, teacher, shard_dir, verification=AUTO) == rows
+    assert teacher.calls == []
+    relabelled = [{**samples[0], "correct": False}]
+    with pytest.raises(ValueError, match=r"different answer_correct \(True != False\)"):
+        distill_rewrites(relabelled, teacher, shard_dir, verification=AUTO)
+
+
+def test_metrics_count_what_the_checker_caught():
+    rows = [
+        _metric_row("correct", "a", "a"),
+        _metric_row("kept", "a b", "a c", step=1, answer_correct=True),  # rejected, rewritten
+        _metric_row("abstained", "a", "", answer_correct=True),  # rejected, not rewritten
+        _metric_row("unverified", "a b", "a d", step=1),
+        _metric_row("kept", "b", "c", step=0),
+    ]
+    metrics = distill_metrics(rows, lambda text: [ord(c) for c in text])
+    assert metrics["verifier_rejected_correct"] == 2
+    assert metrics["unverified_count"] == 1
+    assert metrics["incorrect_count"] == 4
+    assert metrics["kept_count"] == 2
+    assert metrics["teacher_success_rate"] == pytest.approx(2 / 4)
+    # Unverified rewrites are not kept: not in the histogram nor the edit figures.
+    assert (metrics["error_step_0"], metrics["error_step_1"]) == (1, 1)
+    assert metrics["mean_edit_distance"] == pytest.approx(1.0)

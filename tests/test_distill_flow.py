@@ -62,11 +62,12 @@ def test_qa_records_flow_through_collect_and_distill_with_chat_teacher(tmp_path,
         else:
             assert row["teacher_status"] == "kept"
             assert row["rewrite"].strip() == row["gold_solution"].strip()
-    grm = load_parquet(store.path(table["distill"]["artifact"]) / "grm_train.parquet")
-    assert {"error_step", "rewrite"} <= set(grm["kind"])
+    # The GRM's training set belongs to train_grm, built after its held-out split.
+    assert not (store.path(table["distill"]["artifact"]) / "grm_train.parquet").exists()
+    manifest = store.manifest(table["distill"]["artifact"])
+    assert not any(name.startswith("grm_examples_") for name in manifest.extra["metrics"])
 
     # The key was sent to the server but reached no file of the workspace.
-    manifest = store.manifest(table["distill"]["artifact"])
     assert manifest.extra["summary"]["teacher"]["api_key_env"] == "RLMEC_TEST_TEACHER_KEY"
     for path in workspace.rglob("*"):
         if path.is_file():

@@ -1,4 +1,4 @@
-"""Stage 6 tables: policies × eval sets, and ablation mean ± std over seeds."""
+"""Stage 6 tables: policies × eval sets with CIs and paired differences, and the ablation."""
 
 from __future__ import annotations
 
@@ -8,12 +8,17 @@ import pytest
 
 from rlmec_core import eval_table
 from rlmec_core.eval_table import (
+    Table,
     ablation_markdown,
     ablation_summary,
+    ablation_table,
     evaluate_policies,
     results_markdown,
+    results_table,
+    summarize_results,
 )
 from rlmec_core.modeling import build_tiny_llama
+from rlmec_core.statistics import accuracy_interval, paired_difference
 from rlmec_core.tokenizer import train_tokenizer
 
 RECORDS = [
@@ -47,6 +52,7 @@ def test_evaluate_policies_on_a_tiny_llama():
     for r in rows:
         assert r["accuracy"] == r["n_correct"] / r["n"]
         assert [p["id"] for p in r["predictions"]] == [x["id"] for x in RECORDS[: r["n"]]]
+        assert r["outcomes"] == [p["correct"] for p in r["predictions"]]
 
 
 def test_evaluate_policies_runs_every_pair(monkeypatch):
@@ -55,8 +61,9 @@ def test_evaluate_policies_runs_every_pair(monkeypatch):
     def fake_accuracy(model, tokenizer, records, *, batch_size, max_new_tokens, progress):
         calls.append((model, len(records), batch_size, max_new_tokens))
         n_correct = {"m0": 1, "m1": 2}[model] if len(records) == 2 else 0
+        predictions = [{"correct": i < n_correct} for i in range(len(records))]
         return {"accuracy": n_correct / len(records), "n": len(records), "n_correct": n_correct,
-                "predictions": []}  # fmt: skip
+                "predictions": predictions}  # fmt: skip
 
     monkeypatch.setattr(eval_table, "greedy_accuracy", fake_accuracy)
     # A generator eval set: it must be materialised once, not exhausted by the first policy.
@@ -76,66 +83,110 @@ def test_evaluate_policies_runs_every_pair(monkeypatch):
     assert "predictions" not in rows[0]
 
 
-def test_results_markdown_puts_initial_and_trained_side_by_side():
-    rows = [
-        {"policy": "rlmec", "eval_set": "gsm8k", "n": 50, "accuracy": 0.42},
-        {"policy": "initial", "eval_set": "gsm8k", "n": 50, "accuracy": 0.30},
-        {"policy": "initial", "eval_set": "svamp", "n": 40, "accuracy": 0.5},
-        {"policy": "rlmec", "eval_set": "svamp", "n": 40, "accuracy": 0.45},
-    ]
-    lines = results_markdown(rows).splitlines()
-    assert lines[0] == "| eval set | n | initial acc % | rlmec acc % | Δ rlmec vs initial |"
-    assert lines[2] == "| gsm8k | 50 | 30.0 | 42.0 | +12.0 |"
-    assert lines[3] == "| svamp | 40 | 50.0 | 45.0 | -5.0 |"
-    # Without the baseline there is no Δ column; a missing cell shows a dash.
-    lines = results_markdown([rows[0], rows[3], {**rows[0], "eval_set": "math", "policy": "x"}])
-    assert lines.splitlines()[0] == "| eval set | n | rlmec acc % | x acc % |"
-    assert "| math | 50 | – | 42.0 |" in lines
+def _row(policy, eval_set, outcomes):
+    return {
+        "policy": policy,
+        "eval_set": eval_set,
+        "n": len(outcomes),
+        "n_correct": sum(outcomes),
+        "accuracy": sum(outcomes) / len(outcomes),
+        "outcomes": outcomes,
+    }
+
+
+def test_results_carry_intervals_and_the_paired_difference_to_the_initial_policy():
+    initial = [i % 10 < 3 for i in range(200)]  # 30%
+    trained = [i % 10 < 4 for i in range(200)]  # 40%: solves all the initial does and more
+    rows = [_row("rlmec", "synthetic_test", trained), _row("initial", "synthetic_test", initial)]
+    summary = summarize_results(rows)
+    by_policy = {s["policy"]: s for s in summary}
+    assert by_policy["initial"]["interval"] == accuracy_interval(initial).to_json()
+    assert "vs_baseline" not in by_policy["initial"]
+    assert by_policy["rlmec"]["vs_baseline"] == paired_difference(trained, initial).to_json()
+    assert by_policy["rlmec"]["vs_baseline"]["value"] == pytest.approx(0.1)
+    assert by_policy["rlmec"]["vs_baseline"]["low"] > 0
+
+    table = results_table(summary)
+    assert isinstance(table, Table)
+    assert table.header[:3] == ("eval set", "policy", "n")
+    # The baseline first, then the others; accuracy with its interval, Δ with CI and p.
+    assert [r[1] for r in table.rows] == ["initial", "rlmec"]
+    initial_ci = by_policy["initial"]["interval"]
+    assert table.rows[0][3] == (
+        f"30.0 [{100 * initial_ci['low']:.1f}, {100 * initial_ci['high']:.1f}]"
+    )
+    assert table.rows[0][4] == "–"
+    assert table.rows[1][4].startswith("+10.0 [+") and "p<0.001" in table.rows[1][4]
+    markdown = results_markdown(rows).splitlines()
+    assert markdown[0] == "| " + " | ".join(table.header) + " |"
+    assert markdown[2] == "| " + " | ".join(table.rows[0]) + " |"
+
+
+def test_results_are_refused_when_they_cannot_be_compared():
     with pytest.raises(ValueError, match="two rows for policy 'rlmec' on 'gsm8k'"):
-        results_markdown([rows[0], rows[0]])
-    with pytest.raises(ValueError, match="row 0 lacks accuracy"):
-        results_markdown([{"policy": "a", "eval_set": "b", "n": 1}])
+        summarize_results([_row("rlmec", "gsm8k", [True]), _row("rlmec", "gsm8k", [False])])
+    with pytest.raises(ValueError, match="row 0 lacks outcomes"):
+        summarize_results([{"policy": "a", "eval_set": "b", "n": 1, "accuracy": 1.0}])
+    with pytest.raises(ValueError, match="eval set 'empty' has no problems"):
+        summarize_results([{**_row("initial", "empty", [True]), "n": 0, "outcomes": []}])
+    with pytest.raises(ValueError, match="2 outcomes for n=3"):
+        summarize_results([{**_row("initial", "x", [True, False]), "n": 3}])
+    with pytest.raises(ValueError, match="cells for 2 columns"):
+        Table(("a", "b"), (("1",),))
 
 
-def test_ablation_summary_mean_and_sample_std():
+def _seeded(variant, seed, outcomes, eval_set="test"):
+    return {
+        "variant": variant,
+        "seed": seed,
+        "eval_set": eval_set,
+        "outcomes": outcomes,
+        "policy_artifact": f"{variant}-{seed}",
+    }
+
+
+def test_ablation_pools_seeds_and_compares_with_the_initial_policy_and_rlmec():
+    n = 300
+    initial = [i % 10 < 3 for i in range(n)]
+    rlmec = [[i % 10 < 4 for i in range(n)], [i % 10 < 5 for i in range(n)]]
+    rft = [[i % 10 < 3 for i in range(n)], [i % 10 < 2 for i in range(n)]]
     results = [
-        {"variant": "rlmec", "seed": 0, "eval_set": "gsm8k", "accuracy": 0.40},
-        {"variant": "rlmec", "seed": 1, "eval_set": "gsm8k", "accuracy": 0.44},
-        {"variant": "rlmec", "seed": 2, "eval_set": "gsm8k", "accuracy": 0.48},
-        {"variant": "no_imitation", "seed": 0, "eval_set": "gsm8k", "accuracy": 0.30},
-        {"variant": "no_imitation", "seed": 1, "eval_set": "gsm8k", "accuracy": 0.40},
-        {"variant": "rlmec", "seed": 0, "eval_set": "svamp", "accuracy": 0.6},
+        _seeded("rlmec", 0, rlmec[0]),
+        _seeded("rlmec", 1, rlmec[1]),
+        _seeded("rft", 0, rft[0]),
+        _seeded("rft", 1, rft[1]),
     ]
-    summary = ablation_summary(results)
-    by_key = {(s["variant"], s["eval_set"]): s for s in summary}
-    assert list(by_key) == [("rlmec", "gsm8k"), ("no_imitation", "gsm8k"), ("rlmec", "svamp")]
-    # 0.40, 0.44, 0.48: mean 0.44; deviations ±0.04 → sample var (0.0016*2)/2 = 0.0016 → 0.04
-    assert by_key["rlmec", "gsm8k"]["mean"] == pytest.approx(0.44)
-    assert by_key["rlmec", "gsm8k"]["std"] == pytest.approx(0.04)
-    assert by_key["rlmec", "gsm8k"]["n_seeds"] == 3 and by_key["rlmec", "gsm8k"]["seeds"] == [
-        0,
-        1,
-        2,
-    ]
-    # Two seeds: sample std = |a - b| / sqrt(2), not the population |a - b| / 2.
-    assert by_key["no_imitation", "gsm8k"]["std"] == pytest.approx(0.1 / 2**0.5)
-    assert by_key["no_imitation", "gsm8k"]["std"] == pytest.approx(statistics.stdev([0.3, 0.4]))
-    assert by_key["rlmec", "svamp"] == {
-        "variant": "rlmec", "eval_set": "svamp", "mean": 0.6, "std": None, "n_seeds": 1,
-        "seeds": [0],
-    }  # fmt: skip
+    summary = ablation_summary(results, {"test": initial})
+    by_variant = {s["variant"]: s for s in summary}
+    assert list(by_variant) == ["initial", "rlmec", "rft"]
+    assert by_variant["initial"]["accuracy"] == accuracy_interval(initial).to_json()
+    assert by_variant["initial"]["vs_initial"] is None
+    r = by_variant["rlmec"]
+    assert r["n_seeds"] == 2 and r["seeds"] == [0, 1] and r["n"] == n
+    assert r["accuracy"] == accuracy_interval(rlmec).to_json()
+    assert r["accuracy"]["value"] == pytest.approx(0.45)
+    assert r["seed_accuracies"] == pytest.approx([0.4, 0.5])
+    assert r["std"] == pytest.approx(statistics.stdev([0.4, 0.5]))
+    assert r["vs_initial"] == paired_difference(rlmec, initial).to_json()
+    assert r["vs_reference"] is None  # rlmec is the reference itself
+    assert r["artifacts"] == {"0": "rlmec-0", "1": "rlmec-1"}
+    assert by_variant["rft"]["vs_reference"] == paired_difference(rft, rlmec).to_json()
+    assert by_variant["rft"]["vs_reference"]["value"] == pytest.approx(-0.2)
 
-    table = ablation_markdown(summary).splitlines()
-    assert table[0] == "| variant | gsm8k | svamp |"
-    assert table[2] == "| rlmec | 44.0 ± 4.0 (n=3) | 60.0 ± – (n=1) |"
-    assert table[3] == "| no_imitation | 35.0 ± 7.1 (n=2) | – |"
+    table = ablation_table(summary)
+    assert [row[1] for row in table.rows] == ["initial", "rlmec", "rft"]
+    assert table.rows[1][3] == "2" and table.rows[1][5] == "7.1"
+    assert table.rows[2][7].startswith("-20.0 [")
+    assert ablation_markdown(summary) == table.to_markdown()
 
 
-def test_ablation_summary_rejects_repeated_seeds_and_missing_fields():
-    row = {"variant": "rft", "seed": 3, "eval_set": "qa", "accuracy": 0.5}
-    with pytest.raises(ValueError, match="row 1 repeats seed 3 of variant 'rft' on 'qa'"):
-        ablation_summary([row, row])
+def test_ablation_summary_rejects_repeated_seeds_and_mismatched_problems():
+    row = _seeded("rft", 3, [True, False])
+    with pytest.raises(ValueError, match="row 1 repeats seed 3 of variant 'rft' on 'test'"):
+        ablation_summary([row, row], {"test": [True, True]})
     with pytest.raises(ValueError, match="row 0 lacks seed"):
-        ablation_summary([{"variant": "rft", "eval_set": "qa", "accuracy": 0.5}])
-    with pytest.raises(ValueError, match="accuracy nan"):
-        ablation_summary([{**row, "accuracy": float("nan")}])
+        ablation_summary([{"variant": "rft", "eval_set": "test", "outcomes": []}], {})
+    with pytest.raises(ValueError, match="row 0 has 2 outcomes on 'test', the initial policy 3"):
+        ablation_summary([row], {"test": [True, True, True]})
+    with pytest.raises(ValueError, match="no initial outcomes for 'test'"):
+        ablation_summary([row], {"other": [True, True]})

@@ -112,6 +112,7 @@ def _row(sample_id: str, status: str, error_step: int = -1, rewrite: str | None 
         "prediction": prediction,
         "predicted_answer": "5" if correct else "6",
         "correct": correct,
+        "answer_correct": correct,
         "error_step": error_step,
         "rewrite": prediction if correct else (rewrite or ""),
         "teacher_status": status,

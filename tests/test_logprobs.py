@@ -1,16 +1,29 @@
-"""Chunked per-token log-probs against a naive full log-softmax on a tiny Llama."""
+"""Chunked per-token log-probs against a naive full log-softmax on a tiny Llama, and the
+batching plan of stage 4's scoring (shared prefixes, token budget, order)."""
 
 from __future__ import annotations
+
+import random
 
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import LlamaConfig, LlamaForCausalLM
 
+import rlmec_core.annotate as annotate_module
+from rlmec_core.annotate import (
+    _Batch,
+    _plan_batches,
+    _Prefix,
+    batched_response_logprobs,
+    sequential_response_logprobs,
+)
 from rlmec_core.logprobs import (
     pack_response,
     position_ids_from_mask,
+    prefix_cache,
     response_logprobs,
+    right_padded_response_logprobs,
     sequence_logprobs,
 )
 
@@ -167,3 +180,177 @@ def test_bad_masks_are_rejected(model):
         sequence_logprobs(model, ids, attention, response[:, 1:])
     with pytest.raises(ValueError, match="head"):
         sequence_logprobs(model, ids, attention, response, head="full")
+
+
+# ---------------------------------------------------------------- scoring shortcuts
+
+
+def _right_padded(pairs, start: int = 0):
+    """Rows ``prompt[start:] + response``, right-padded, with their masks."""
+    width = max(len(p) - start + len(r) for p, r in pairs)
+    ids = torch.full((len(pairs), width), PAD_ID)
+    attention = torch.zeros_like(ids)
+    response = torch.zeros_like(ids)
+    for b, (prompt, resp) in enumerate(pairs):
+        own = prompt[start:]
+        ids[b, : len(own) + len(resp)] = torch.tensor(own + resp)
+        attention[b, : len(own) + len(resp)] = 1
+        response[b, len(own) : len(own) + len(resp)] = 1
+    return ids, attention, response
+
+
+def _assert_packed_equals_naive(model, packed, pairs):
+    assert packed.shape == (len(pairs), max(len(r) for _, r in pairs))
+    for b, (prompt, resp) in enumerate(pairs):
+        assert torch.allclose(packed[b, : len(resp)], _naive(model, prompt, resp), atol=1e-5)
+        assert not packed[b, len(resp) :].any()
+
+
+@pytest.mark.parametrize("head", ["hidden", "logits"])
+@pytest.mark.parametrize("chunk_size", [1, 512])
+def test_right_padded_rows_need_no_padding_mask(model, head, chunk_size):
+    ids, attention, response = _right_padded(PAIRS)
+    with torch.inference_mode():
+        packed = right_padded_response_logprobs(
+            model, ids, attention, response, chunk_size=chunk_size, head=head
+        )
+        _assert_packed_equals_naive(model, packed, PAIRS)
+
+
+@pytest.mark.parametrize("head", ["hidden", "logits"])
+def test_rows_continue_a_shared_prefix_cache(model, head):
+    shared = [3, 14, 15, 92, 65, 35, 89, 79, 32, 38]
+    pairs = [
+        (shared + [46, 26], [43, 38, 32, 2]),
+        (shared + [7], [50, 28]),
+        (shared + [41, 97, 16, 93], [99, 37, 51, 5, 8]),
+    ]
+    with torch.inference_mode():
+        # Two steps: a cache continued by a second prefix, which must leave the first intact.
+        first = prefix_cache(model, torch.tensor([shared[:4]]))
+        second = prefix_cache(model, torch.tensor([shared[4:]]), first)
+        for _ in range(2):  # the cache is copied, so it scores the same twice
+            ids, attention, response = _right_padded(pairs, start=len(shared))
+            packed = right_padded_response_logprobs(
+                model, ids, attention, response, past=second, chunk_size=3, head=head
+            )
+            _assert_packed_equals_naive(model, packed, pairs)
+        # The first cache still holds its 4 tokens only: continue it the other way.
+        ids, attention, response = _right_padded(pairs, start=4)
+        packed = right_padded_response_logprobs(model, ids, attention, response, past=first)
+        _assert_packed_equals_naive(model, packed, pairs)
+
+
+def test_right_padded_refuses_left_padding(model):
+    ids, attention, response = _batch("left")
+    with pytest.raises(ValueError, match="right-padded"):
+        right_padded_response_logprobs(model, ids, attention, response)
+
+
+# ---------------------------------------------------------------- annotate's batching plan
+
+
+def _prompts_with_shared_prefixes(seed: int = 0) -> tuple[list[list[int]], list[list[int]]]:
+    """Prompts as stage 4 has them: one instruction shared by all, a problem shared by its
+    samples, then each sample's own tokens; a few unrelated ones; lengths all differ."""
+    rng = random.Random(seed)
+    instruction = [rng.randrange(3, 100) for _ in range(12)]
+    prompts, responses = [], []
+    for problem in range(5):
+        body = [rng.randrange(3, 100) for _ in range(rng.randint(4, 20))]
+        for _ in range(problem):  # 0 to 4 samples per problem
+            own = [rng.randrange(3, 100) for _ in range(rng.randint(1, 6))]
+            prompts.append(instruction + body + own)
+            responses.append([rng.randrange(3, 100) for _ in range(rng.randint(1, 12))])
+    for _ in range(3):  # prompts that share nothing with the others
+        prompts.append([rng.randrange(3, 100) for _ in range(rng.randint(2, 20))])
+        responses.append([rng.randrange(3, 100) for _ in range(rng.randint(1, 12))])
+    order = list(range(len(prompts)))
+    rng.shuffle(order)
+    return [prompts[i] for i in order], [responses[i] for i in order]
+
+
+def _check_plan(plan, prompts, responses, *, token_budget, max_rows, min_saving):
+    prefix_tokens: dict[int, list[int]] = {}  # plan index -> the prompt tokens its cache holds
+    under: dict[int, set[int]] = {i: set() for i, s in enumerate(plan) if isinstance(s, _Prefix)}
+    seen: list[int] = []
+    for index, step in enumerate(plan):
+        parent = step.parent if isinstance(step, _Prefix) else step.prefix
+        held = [] if parent is None else prefix_tokens[parent]  # parents come first
+        if isinstance(step, _Prefix):
+            assert step.start == len(held) < step.end
+            prefix_tokens[index] = held + prompts[step.source][step.start : step.end]
+            continue
+        assert step.start == len(held)
+        rows = [len(prompts[i]) - step.start + len(responses[i]) for i in step.pairs]
+        assert step.width == max(rows) and rows == sorted(rows, reverse=True)
+        assert len(step.pairs) <= max_rows
+        # Never more positions than the budget, unless a row alone exceeds it.
+        assert len(step.pairs) == 1 or len(step.pairs) * (step.start + step.width) <= token_budget
+        for i in step.pairs:
+            # Every pair keeps its last prompt token out of the cache, which matches its prompt.
+            assert prompts[i][: step.start] == held and step.start < len(prompts[i])
+            node = parent
+            while node is not None:
+                under[node].add(i)
+                node = plan[node].parent
+        seen.extend(step.pairs)
+    assert sorted(seen) == list(range(len(prompts)))  # each pair scored exactly once
+    for index, pairs in under.items():
+        step = plan[index]
+        assert len(pairs) >= 2 and (len(pairs) - 1) * (step.end - step.start) >= min_saving
+
+
+@pytest.mark.parametrize(("token_budget", "max_rows"), [(1, 8), (40, 3), (120, 2), (10_000, 64)])
+@pytest.mark.parametrize("min_saving", [1, 16, 10_000])
+def test_plan_covers_every_pair_once_within_budget(monkeypatch, token_budget, max_rows, min_saving):
+    monkeypatch.setattr(annotate_module, "SHARED_PREFIX_MIN_SAVING", min_saving)
+    prompts, responses = _prompts_with_shared_prefixes()
+    plan = _plan_batches(prompts, responses, token_budget=token_budget, max_rows=max_rows)
+    _check_plan(
+        plan,
+        prompts,
+        responses,
+        token_budget=token_budget,
+        max_rows=max_rows,
+        min_saving=min_saving,
+    )
+    prefixes = [s for s in plan if isinstance(s, _Prefix)]
+    if min_saving == 1:  # the shared instruction, then the problems with 2+ samples
+        assert any(s.parent is not None for s in prefixes)
+    if min_saving == 10_000:
+        assert not prefixes
+    unshared = _plan_batches(
+        prompts, responses, token_budget=token_budget, max_rows=max_rows, share_prefixes=False
+    )
+    assert all(isinstance(s, _Batch) and s.start == 0 for s in unshared)
+
+
+def test_plan_keeps_the_last_token_of_a_shared_prompt_out(monkeypatch):
+    # The reference policy's case: a problem's samples share their whole prompt.
+    prompts = [[5, 6, 7, 8, 9]] * 4
+    responses = [[10], [11, 12], [13], [14, 15, 16]]
+    monkeypatch.setattr(annotate_module, "SHARED_PREFIX_MIN_SAVING", 3 * 4)  # just enough
+    plan = _plan_batches(prompts, responses, token_budget=100, max_rows=8)
+    assert plan == [_Prefix(None, 0, 0, 4), _Batch(0, 4, (3, 1, 0, 2), 4)]
+    monkeypatch.setattr(annotate_module, "SHARED_PREFIX_MIN_SAVING", 3 * 4 + 1)
+    plan = _plan_batches(prompts, responses, token_budget=100, max_rows=8)
+    assert plan == [_Batch(None, 0, (3, 1, 0, 2), 8)]
+
+
+@pytest.mark.parametrize("token_budget", [1, 60, 10_000])
+def test_batched_logprobs_share_prefixes_and_keep_the_order(model, monkeypatch, token_budget):
+    monkeypatch.setattr(annotate_module, "SHARED_PREFIX_MIN_SAVING", 8)
+    prompts, responses = _prompts_with_shared_prefixes(seed=1)
+    plan = _plan_batches(prompts, responses, token_budget=token_budget, max_rows=4)
+    assert sum(isinstance(s, _Prefix) for s in plan) >= 3  # nested sharing is exercised
+    model.train()  # the helper scores without dropout and restores the mode
+    got = batched_response_logprobs(
+        model, prompts, responses, pad_id=PAD_ID, batch_size=4, token_budget=token_budget
+    )
+    assert model.training
+    model.eval()
+    want = sequential_response_logprobs(model, prompts, responses)
+    for g, w, response in zip(got, want, responses, strict=True):
+        assert len(g) == len(w) == len(response)
+        assert g == pytest.approx(w, abs=1e-5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import os
 import shutil
 import subprocess
@@ -13,15 +14,20 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from flows.report import SECTION_IDS, build_report, svg_chart, write_report
-from storage.manifest import Provenance
+from report import SECTION_IDS, build_report, write_report
+from report.charts import line_chart
+from report.page import environment
+from rlmec_core.eval_table import ablation_table, results_table
 from storage.store import ArtifactStore
 from tests.report_fixtures import (
+    ABLATION_A,
+    ABLATION_B,
     EVIL,
     EVIL_ATTR,
     EVIL_SCRIPT,
     LOSSES,
     STAGE_ERROR,
+    add_ablation_run,
     build_bare_workspace,
     build_workspace,
     decode_png,
@@ -29,14 +35,17 @@ from tests.report_fixtures import (
 
 
 class Page(HTMLParser):
-    """Every start tag with its attributes, the text of each section, and the ids."""
+    """Every start tag with its attributes, the text of each section, its table rows (cell
+    texts, header row included), and the ids."""
 
     def __init__(self, text: str):
         super().__init__(convert_charrefs=True)
         self.tags: list[tuple[str, dict[str, str | None]]] = []
         self.ids: list[str] = []
         self.section_text: dict[str, list[str]] = {}
+        self.section_rows: dict[str, list[list[str]]] = {}
         self._section: str | None = None
+        self._cell: list[str] | None = None
         self.feed(text)
 
     def handle_starttag(self, tag, attrs):
@@ -47,13 +56,28 @@ class Page(HTMLParser):
         if tag == "section":
             self._section = attributes.get("id")
             self.section_text[self._section] = []
+            self.section_rows[self._section] = []
+        elif tag == "tr" and self._section is not None:
+            self.section_rows[self._section].append([])
+        elif tag in ("td", "th") and self._section is not None:
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.section_rows[self._section][-1].append("".join(self._cell))
+            self._cell = None
 
     def handle_data(self, data):
         if self._section is not None:
             self.section_text[self._section].append(data)
+        if self._cell is not None:
+            self._cell.append(data)
 
     def text(self, section: str) -> str:
         return "".join(self.section_text[section])
+
+    def rows(self, section: str) -> list[tuple[str, ...]]:
+        return [tuple(row) for row in self.section_rows[section]]
 
     def find(self, tag: str, **attrs: str) -> list[dict[str, str | None]]:
         """Start tags named ``tag`` whose attributes contain ``attrs`` (class: any word)."""
@@ -89,6 +113,14 @@ def test_every_section_is_there_once(full_page):
         assert page.ids.count(section_id) == 1, section_id
 
 
+def test_page_is_self_contained_and_forbids_scripts(full_page):
+    _, page = full_page
+    (csp,) = page.find("meta", **{"http-equiv": "Content-Security-Policy"})
+    assert csp["content"].startswith("default-src 'none';") and "script" not in csp["content"]
+    links = [a.get("href") or a.get("src") for _, a in page.tags if "href" in a or "src" in a]
+    assert links and all(link.startswith("#") for link in links)  # only in-page anchors
+
+
 def test_stage_table_shows_status_artifact_and_time(full_page, workspace):
     root, _ = workspace
     _, page = full_page
@@ -111,20 +143,48 @@ def test_metrics_come_from_the_manifests(full_page):
     assert "params" not in metrics and "not a number" not in metrics  # numbers only
 
 
-def test_evaluation_table_compares_initial_and_trained(full_page):
+def _artifact_file(root: Path, kind: str, name: str, mlflow_run_id: str | None = None):
+    """The JSON file ``name`` of the workspace's ``kind`` artifact (made by that MLflow run)."""
+    store = ArtifactStore(root)
+    for artifact_id in store.ids():
+        manifest = store.manifest(artifact_id)
+        if manifest.kind == kind and mlflow_run_id in (None, manifest.mlflow_run_id):
+            return json.loads((store.path(artifact_id) / name).read_text(encoding="utf-8"))
+    raise AssertionError(f"no {kind} artifact")
+
+
+def test_evaluation_table_is_the_console_table(full_page, workspace):
+    root, _ = workspace
     _, page = full_page
+    expected = results_table(_artifact_file(root, "evaluation", "results.json"))
+    assert page.rows("evaluation") == [expected.header, *expected.rows]
     evaluation = page.text("evaluation")
-    assert "initial accuracy %" in evaluation and "rlmec accuracy %" in evaluation
-    assert "40.0" in evaluation and "54.0" in evaluation
-    assert "+14.0" in evaluation and "-2.0" in evaluation  # per-set delta vs initial
-    assert "(27/50)" in evaluation
+    assert "40.0 [" in evaluation and "54.0 [" in evaluation  # initial and trained accuracy
+    assert "+14.0 [" in evaluation and "-2.0 [" in evaluation  # paired Δ vs initial, per set
 
 
-def test_ablation_table_is_the_latest_ablation_artifact(full_page):
+def test_each_ablation_run_shows_its_own_ablation(workspace):
+    root, ids = workspace
+    for name, variants, other in (
+        ("ablation_a", ABLATION_A, ABLATION_B),
+        ("ablation_b", ABLATION_B, ABLATION_A),
+    ):
+        page = Page(build_report(root, ids[name]))
+        summary = _artifact_file(root, "ablation", "ablation.json", ids[name])["summary"]
+        expected = ablation_table(summary)
+        assert page.rows("ablation") == [expected.header, *expected.rows], name
+        shown = {row[1] for row in page.rows("ablation")[1:]}
+        assert shown == {"initial", *variants}
+        assert not shown & (set(other) - set(variants))  # not the other run's variants
+    # The first ablation, although not the newest one: its own seeds and deviation.
+    rows = {row[1]: row for row in Page(build_report(root, ids["ablation_a"])).rows("ablation")}
+    assert rows["rlmec"][3] == "3" and rows["rlmec"][4].startswith("54.0 [")
+    assert rows["rlmec"][5] == "2.0" and rows["sft"][5] == "–"  # one seed: no deviation
+
+
+def test_a_run_that_is_not_an_ablation_says_so(full_page):
     _, page = full_page
-    ablation = page.text("ablation")
-    assert "54.0 ± 2.0" in ablation
-    assert "40.0 ± –" in ablation  # a single seed has no deviation
+    assert "not available: this run is not an ablation" in page.text("ablation")
 
 
 def test_curves_are_svg_polylines_of_the_mlflow_histories(full_page):
@@ -193,10 +253,12 @@ def test_failed_run_renders_notes_instead_of_crashing(workspace):
     assert "not available: stage train_policy was not reached" in page.text("curves")
 
 
-def test_workspace_without_mlflow_or_ablation(tmp_path):
+def test_workspace_without_mlflow(tmp_path):
     run_id = build_bare_workspace(tmp_path)
     page = Page(build_report(tmp_path, run_id))
-    assert "no ablation run yet" in page.text("ablation")
+    assert "not available: cannot tell whether this run is an ablation: no MLflow store" in (
+        page.text("ablation")
+    )
     assert "not available: stage bootstrap was not reached" in page.text("curves")
     assert "n_train" in page.text("metrics")
     assert not (tmp_path / "mlflow.db").exists()  # reading must not create a store
@@ -205,11 +267,10 @@ def test_workspace_without_mlflow_or_ablation(tmp_path):
 
 
 def test_an_unreadable_piece_becomes_a_note_and_the_rest_renders(tmp_path):
-    run_id = build_bare_workspace(tmp_path)
-    store = ArtifactStore(tmp_path)
-    with store.staging() as out:
-        (out / "ablation.json").write_text("{not json")
-        store.commit(out, Provenance(stage="ablate", kind="ablation"))
+    build_bare_workspace(tmp_path)
+    (data,) = ArtifactStore(tmp_path).ids()
+    stages = [{"stage": "data", "status": "cached", "artifact": data, "seconds": 0.1}]
+    run_id = add_ablation_run(tmp_path, "2026-01-04T10:00:00+0000", "{not json", stages)
     page = Page(build_report(tmp_path, run_id))
     assert "not available: error while reading it: JSONDecodeError" in page.text("ablation")
     assert "n_train" in page.text("metrics")
@@ -243,8 +304,10 @@ def test_text_from_data_is_escaped(workspace):
     shown = "".join(full.section_text["tokens"])
     assert f"Question 2: {EVIL}" in shown  # question from the distilled rows
     assert EVIL in "".join(full.section_text["evaluation"])  # an eval set name
-    assert EVIL in "".join(full.section_text["ablation"])  # a variant name
     assert EVIL in "".join(full.section_text["metrics"])  # a metric name
+    ablation_text = build_report(root, ids["ablation_a"])
+    assert EVIL_SCRIPT not in ablation_text and EVIL_ATTR not in ablation_text
+    assert EVIL in Page(ablation_text).text("ablation")  # a variant name
 
 
 def test_write_report_is_atomic_at_the_default_or_given_path(workspace, tmp_path):
@@ -257,12 +320,18 @@ def test_write_report_is_atomic_at_the_default_or_given_path(workspace, tmp_path
     assert other.is_file() and ids["failed"] in other.read_text(encoding="utf-8")
 
 
-def test_svg_chart_axes_and_single_point():
-    svg = svg_chart(f"t {EVIL}", {"a": [(0, 1.0), (10, 0.5)], "b": [(5, 2.0)]})
+def test_line_chart_axes_and_single_point():
+    chart = line_chart(f"t {EVIL}", {"a": [(0, 1.0), (10, 0.5)], "b": [(5, 2.0)]})
+    svg = str(environment().get_template("macros.html.j2").module.line_chart(chart))
     page = Page(svg)
     assert len(page.find("polyline")) == 1 and len(page.find("circle")) == 1
-    assert html.escape(EVIL) in svg and EVIL_SCRIPT not in svg
+    assert EVIL_SCRIPT not in svg and EVIL_ATTR not in svg and not page.find("img")
+    assert f'aria-label="t {EVIL}"' in html.unescape(svg)  # escaped text, intact once read
     assert ">10<" in svg and ">step<" in svg and ">value<" in svg
+    assert [t.label for t in chart.x_ticks] == ["0", "2", "4", "6", "8", "10"]
+    # Higher values sit higher on the page: b's 2.0 at the top of the plot, a's 0.5 at the bottom.
+    assert chart.lines[1].points == ((chart.left + chart.plot_width / 2, chart.top),)
+    assert chart.lines[0].points[-1][1] == chart.top + chart.plot_height
 
 
 # ---------------------------------------------------------------- in a real browser

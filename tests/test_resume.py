@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 from flows.run_records import load_run_records
 from rlmec_core.config import STAGES
 from storage.store import ArtifactStore
-from tests.pipeline_helpers import REPO, run_in_process, stage_table
+from tests.pipeline_helpers import REPO, markdown_artifacts, run_in_process, stage_table
 
 pytestmark = pytest.mark.slow
 MICRO = REPO / "configs" / "micro.yaml"
@@ -121,6 +121,57 @@ def test_full_run_lineage_reaches_raw_data_and_models_are_registered(uninterrupt
     policy_run = next(m for m in chain if m["stage"] == "train_policy")["mlflow_run_id"]
     metrics = client.get_run(policy_run).data.metrics
     assert {"l_rl", "l_im", "clip_fraction", "mean_ratio"} <= set(metrics)
+
+
+def test_full_run_moves_the_registry_aliases_to_its_models(uninterrupted_run):
+    workspace, table = uninterrupted_run
+    client = MlflowClient(tracking_uri=f"sqlite:///{workspace / 'mlflow.db'}")
+    latest = client.get_model_version_by_alias("rlmec-grm", "latest")
+    assert latest.tags["rlmec.artifact_id"] == table["train_grm"]["artifact"]
+    best = client.get_model_version_by_alias("rlmec-policy", "best")  # the first is the best
+    assert best.tags["rlmec.artifact_id"] == table["train_policy"]["artifact"]
+    results = json.loads(
+        (ArtifactStore(workspace).path(table["evaluate"]["artifact"]) / "results.json").read_text()
+    )
+    trained = next(
+        r for r in results if r["eval_set"] == "synthetic_test" and r["policy"] == "rlmec"
+    )
+    assert float(best.tags["rlmec.accuracy.synthetic_test"]) == trained["accuracy"]
+
+
+def test_full_run_logs_each_stages_datasets_as_mlflow_inputs(uninterrupted_run):
+    workspace, table = uninterrupted_run
+    client = MlflowClient(tracking_uri=f"sqlite:///{workspace / 'mlflow.db'}")
+    store = ArtifactStore(workspace)
+    ids = {stage: table[stage]["artifact"] for stage in STAGES}
+
+    def inputs(stage: str) -> dict[str, tuple[str, str]]:
+        run = client.get_run(store.manifest(ids[stage]).mlflow_run_id)
+        return {
+            d.dataset.name: (
+                d.dataset.digest,
+                {t.key: t.value for t in d.tags}["mlflow.data.context"],
+            )
+            for d in run.inputs.dataset_inputs
+        }
+
+    data = ids["data"]
+    assert inputs("data") == {}
+    assert inputs("bootstrap")[f"{data}/train.parquet"] == (data, "data")
+    assert {f"{data}/dev.parquet", f"{data}/test.parquet"} <= set(inputs("collect"))
+    assert set(inputs("distill")) == {f"{ids['collect']}/samples.parquet"}
+    distilled = {f"{ids['distill']}/distilled.parquet"}
+    assert set(inputs("train_grm")) == set(inputs("annotate")) == distilled  # not the GRM's data
+    assert inputs("train_policy")[f"{ids['annotate']}/rl_data.parquet"][1] == "rl_data"
+    assert f"{data}/eval/gsm8k.parquet" in inputs("evaluate")
+
+
+def test_full_run_publishes_its_evaluation_table_to_prefect(uninterrupted_run):
+    workspace, table = uninterrupted_run
+    record = last_record(workspace)
+    tables = markdown_artifacts(record["prefect_flow_run_id"])
+    results = ArtifactStore(workspace).path(table["evaluate"]["artifact"]) / "results.md"
+    assert tables == {"rlmec-micro-evaluation": results.read_text()}
 
 
 def test_sigkill_inside_each_stage_then_resume(tmp_path, uninterrupted):

@@ -7,14 +7,17 @@ import math
 import pytest
 import torch
 
+from rlmec_core.config import VARIANTS, TrainPolicySection
 from rlmec_core.editing import minimum_edit_weights
 from rlmec_core.losses import rlmec_loss
 from rlmec_core.modeling import build_tiny_llama
 from rlmec_core.tokenizer import train_tokenizer
 from rlmec_core.trainers.rlmec_trainer import (
-    VARIANTS,
+    RL_VARIANTS,
     RlmecCollator,
     build_policy_trainer,
+    gold_sft_rows,
+    optimizer_steps,
     policy_rows,
     train_policy,
 )
@@ -31,7 +34,23 @@ SAMPLES = [
     ("Q: 7 - 4 = ?\n", "7 - 4 = 3\nThe answer is 3", "7 - 4 = 3\nThe answer is 3", True),
     ("Q: 6 + 6 = ?\n", "6 + 6 = 11\nThe answer is 11", "6 + 6 = 12\nThe answer is 12", False),
 ]
-TRAIN_KW = {"epochs": 1, "learning_rate": 1e-2, "batch_size": 2, "warmup_ratio": 0.0}
+# The gold solutions of the four problems (gold_sft trains on these).
+PROBLEMS = [
+    {"id": f"p{i}", "question": prompt.strip(), "gold_solution": y_hat}
+    for i, (prompt, _, y_hat, _) in enumerate(SAMPLES)
+]
+
+
+def _cfg(variant: str = "rlmec", **kw) -> TrainPolicySection:
+    settings = {
+        "epochs": 1,
+        "learning_rate": 1e-2,
+        "batch_size": 2,
+        "warmup_ratio": 0.0,
+        "logging_steps": 1,
+        **kw,
+    }
+    return TrainPolicySection(variant=variant, **settings)
 
 
 @pytest.fixture(scope="module")
@@ -106,15 +125,9 @@ def rl_rows(tokenizer):
 
 
 def _trainer(model, tokenizer, rows, tmp_path, variant, **kw):
+    gold = gold_sft_rows(tokenizer, PROBLEMS, [r["problem_id"] for r in rows])
     return build_policy_trainer(
-        model,
-        tokenizer,
-        rows,
-        tmp_path / variant,
-        variant=variant,
-        progress=False,
-        **TRAIN_KW,
-        **kw,
+        model, tokenizer, rows, tmp_path / variant, _cfg(variant, **kw), gold=gold
     )
 
 
@@ -239,19 +252,17 @@ def test_rft_trains_on_correct_samples_and_rewrites_only(tokenizer, rl_rows, tmp
 def test_one_step_of_each_variant(tokenizer, rl_rows, tmp_path, variant):
     model = _model(tokenizer)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    metrics = train_policy(
-        model, tokenizer, rl_rows, tmp_path / variant, variant=variant, max_steps=1,
-        save_steps=10, progress=False, **TRAIN_KW,
-    )  # fmt: skip
+    gold = gold_sft_rows(tokenizer, PROBLEMS, [r["problem_id"] for r in rl_rows])
+    cfg = _cfg(variant, max_steps=1, save_steps=10)
+    metrics = train_policy(model, tokenizer, rl_rows, tmp_path / variant, cfg, gold=gold)
     changed = any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
-    if variant == "sft":
-        assert not changed and metrics["steps"] == 0 and "note" in metrics
-        return
     assert changed and metrics["steps"] == 1
     assert [s for s, _ in metrics["loss_history"]] == [1]
     terms = metrics["term_histories"]
     expected_terms = (
-        {"nll"} if variant == "rft" else {"l_rl", "l_im", "clip_fraction", "mean_ratio"}
+        {"nll"}
+        if variant in ("rft", "gold_sft")
+        else {"l_rl", "l_im", "clip_fraction", "mean_ratio"}
     )
     assert set(terms) == expected_terms
     for history in terms.values():
@@ -263,20 +274,20 @@ def test_one_step_of_each_variant(tokenizer, rl_rows, tmp_path, variant):
 
 
 def test_resume_continues_at_the_saved_step(tokenizer, rl_rows, tmp_path):
-    kw = {**TRAIN_KW, "lr_scheduler": "constant", "progress": False, "variant": "rlmec"}
+    def cfg(max_steps: int, save_steps: int) -> TrainPolicySection:
+        return _cfg(lr_scheduler="constant", max_steps=max_steps, save_steps=save_steps)
+
     straight = _model(tokenizer)
-    train_policy(
-        straight, tokenizer, rl_rows, tmp_path / "straight", max_steps=4, save_steps=100, **kw
-    )
+    train_policy(straight, tokenizer, rl_rows, tmp_path / "straight", cfg(4, 100))
 
     first = _model(tokenizer)
     out = tmp_path / "resumed"
-    m1 = train_policy(first, tokenizer, rl_rows, out, max_steps=2, save_steps=2, **kw)
+    m1 = train_policy(first, tokenizer, rl_rows, out, cfg(2, 2))
     assert m1["steps"] == 2 and (out / "checkpoint-2").is_dir()
 
     # A differently initialised model: every weight must come back from the checkpoint.
     second = _model(tokenizer, seed=1)
-    m2 = train_policy(second, tokenizer, rl_rows, out, max_steps=4, save_steps=2, **kw)
+    m2 = train_policy(second, tokenizer, rl_rows, out, cfg(4, 2))
     assert m2["resumed_from"].endswith("checkpoint-2")
     assert m2["steps"] == 4
     assert [s for s, _ in m2["loss_history"]] == [1, 2, 3, 4]
@@ -287,7 +298,7 @@ def test_resume_continues_at_the_saved_step(tokenizer, rl_rows, tmp_path):
         assert torch.allclose(a, b, atol=1e-5), name
 
     # A finished run resumed again does no more steps.
-    m3 = train_policy(_model(tokenizer), tokenizer, rl_rows, out, max_steps=4, save_steps=2, **kw)
+    m3 = train_policy(_model(tokenizer), tokenizer, rl_rows, out, cfg(4, 2))
     assert m3["resumed_from"].endswith("checkpoint-4") and m3["steps"] == 4
 
 
@@ -299,7 +310,7 @@ def test_bad_rows_name_the_row_and_field(tokenizer, rl_rows):
     with pytest.raises(ValueError, match="target_weights has 1 entries"):
         policy_rows(bad, "rlmec")
     policy_rows(bad, "no_imitation")  # targets unused there
-    with pytest.raises(ValueError, match="variant must be one of"):
+    with pytest.raises(ValueError, match="no RL rows for variant 'ppo'"):
         policy_rows(rl_rows, "ppo")
 
 
@@ -315,3 +326,42 @@ def test_rows_from_an_rl_features_dataset(rl_rows):
             assert a.keys() == b.keys()
             for key in a:
                 assert a[key] == pytest.approx(b[key], abs=1e-6), key
+
+
+def test_gold_sft_trains_the_same_problems_gold_for_as_many_steps(tokenizer, rl_rows, tmp_path):
+    # Four RL rows over four problems: with batch 2 and 3 epochs every variant takes 6
+    # optimizer steps; gold_sft takes as many on the problems' gold solutions.
+    rows = rl_rows + [{**rl_rows[1], "sample_id": "p1/1"}]  # 5 rows, still 4 problems
+    steps = {}
+    for variant in ("rlmec", "rft", "gold_sft"):
+        gold = gold_sft_rows(tokenizer, PROBLEMS, [r["problem_id"] for r in rows])
+        cfg = _cfg(variant, epochs=3, save_steps=100)
+        steps[variant] = train_policy(
+            _model(tokenizer), tokenizer, rows, tmp_path / variant, cfg, gold=gold
+        )["steps"]
+    assert steps == {"rlmec": 9, "rft": 9, "gold_sft": 9}  # ceil(5 / 2) * 3
+    assert optimizer_steps(5, _cfg(epochs=3), world_size=1) == 9
+    assert optimizer_steps(5, _cfg(epochs=3, gradient_accumulation_steps=2), 1) == 6
+    assert optimizer_steps(5, _cfg(epochs=1.5), world_size=2) == 3  # ceil(1.5 * 2)
+
+    # Its rows: one per problem, the gold solution after the policy prompt, weight 1.
+    gold = gold_sft_rows(tokenizer, PROBLEMS, ["p3", "p1", "p1"])
+    assert len(gold) == 2
+    from rlmec_core.annotate import split_tokenize
+    from rlmec_core.policy_prompt import format_policy_prompt
+
+    prompt, target = split_tokenize(
+        tokenizer, format_policy_prompt(PROBLEMS[1]["question"]), PROBLEMS[1]["gold_solution"]
+    )
+    assert gold[0] == {
+        "prompt_ids": prompt,
+        "target_ids": target,
+        "target_weights": [1.0] * len(target),
+    }
+    with pytest.raises(ValueError, match="problem 'p9' is not in the training problems"):
+        gold_sft_rows(tokenizer, PROBLEMS, ["p9"])
+    with pytest.raises(ValueError, match="gold_sft: no gold rows"):
+        build_policy_trainer(
+            _model(tokenizer), tokenizer, rl_rows, tmp_path / "x", _cfg("gold_sft")
+        )
+    assert "gold_sft" not in RL_VARIANTS

@@ -1,3 +1,4 @@
+import os
 import time
 from types import SimpleNamespace
 
@@ -5,6 +6,7 @@ import pytest
 
 import tests.slow_stage  # noqa: F401  (registers the stage)
 from tasks.time_limit import StageTimeoutError, run_with_time_limit
+from tests.chatty_stage import MESSAGE
 
 
 def make_io(tmp_path):
@@ -28,3 +30,12 @@ def test_work_within_the_limit_returns_its_result(tmp_path):
     result = run_with_time_limit("busy_training", 0.2, io, seconds=120)
     assert result["kind"] == "test" and result["metrics"] == {"seconds": 0.2}
     assert (io.out / "done.txt").read_text() == "finished"
+
+
+def test_the_childs_log_records_are_handled_in_the_parent(tmp_path, caplog):
+    io = make_io(tmp_path)
+    with caplog.at_level("WARNING", logger="rlmec_core"):
+        run_with_time_limit("chatty", None, io, seconds=120)
+    relayed = [r for r in caplog.records if r.name == "rlmec_core.chatty"]
+    assert [r.getMessage() for r in relayed] == [MESSAGE]
+    assert relayed[0].process != os.getpid()  # emitted in the child, handled here

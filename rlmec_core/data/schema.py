@@ -26,11 +26,14 @@ SAMPLE_FEATURES = Features(
 )
 
 # Stage 2 adds, per sample: the teacher's verdict and the minimum-edit rewrite.
-# teacher_status: "correct" (y was right; error_step -1, rewrite = y), "kept" (rewrite
-# reaches the gold answer), "abstained", or "wrong_answer" (rewrite missed the gold answer).
+# correct: the label every later stage uses (the gold answer and, where the step checker
+# applies, every step right); answer_correct: collect's label, by the final answer alone.
+# teacher_status: "correct" (error_step -1, rewrite = y), "kept" (the rewrite reaches the
+# gold answer and checks), "abstained", "wrong_answer" or "unverified" (see distill.py).
 DISTILLED_FEATURES = Features(
     {
         **SAMPLE_FEATURES,
+        "answer_correct": Value("bool"),
         "error_step": Value("int32"),
         "rewrite": Value("string"),
         "teacher_status": Value("string"),

@@ -1,16 +1,31 @@
 """An offline teacher for arithmetic word problems: it checks every step's arithmetic.
 
-The first error step is the first step whose equation is false, or (when the final
-answer is wrong) whose equation uses a number found neither in the question, the gold
-solution nor an earlier result; failing both, the first step whose result the gold
-solution never reaches. The rewrite keeps the steps before it verbatim, corrects the
-wrong number and recomputes the later steps that used it, keeping their wording. When
-that does not reach the gold answer it continues from the gold solution instead.
+Two ways to find and fix the first error, tried in order:
+
+1. **Step by step against the gold solution**, when the prediction follows the gold's
+   steps: the same number of steps and, for most of them, the same wording with other
+   numbers (what a policy trained on such solutions writes). Each step whose numbers
+   differ gets the gold's numbers (a misread question number, a slip in the arithmetic
+   and every value that follows from them: exactly the minimal edit), and a step that does
+   something else (another operation) is replaced by the gold's step. The first step that
+   changes is the first error.
+2. **By reading the prediction's own arithmetic**, for solutions in their own words: the
+   first error is the first step whose equation is false, or (when the final answer is
+   wrong) whose equation uses a number found neither in the question, the gold solution
+   nor an earlier result; failing both, the first step whose result the gold solution
+   never reaches. The repair corrects the wrong number, in the step's prose as well, and
+   recomputes the later steps that used it, keeping their wording; when that does not
+   work it keeps the steps before the error that lie on the gold's path (a step whose
+   value the gold never reaches is cut too) and continues with the gold's steps.
+
+Every rewrite is checked before it is returned: every equation must hold and the final
+answer must be gold's (``rlmec_core.verification``), so a wrong step is never kept.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -26,12 +41,13 @@ from rlmec_core.teachers.arith_parse import (
     values_in,
 )
 from rlmec_core.teachers.base import Rewrite, split_steps
+from rlmec_core.verification import check_steps, checker_applies
 
 # Conversions a solution may use without the question stating them (week, dozen, hour...).
 # (Small numbers such as 1, 2, 10 are left out: a slip to them would go unnoticed.)
 _CONSTANTS = frozenset(Fraction(v) for v in (7, 12, 24, 52, 60, 100, 365, 1000))
 _ANSWER_LINE = re.compile(r"the answer is", re.IGNORECASE)
-_PLAIN_NUMBER = re.compile(r"^-?\$?\d[\d,]*(?:\.\d+)?%?$")
+_DIGIT_RUN = re.compile(r"\d+(?:[.,]\d+)*")
 
 
 @dataclass(frozen=True)
@@ -48,15 +64,20 @@ class ArithmeticTeacher:
 
     def rewrite(self, question: str, gold_solution: str, prediction: str) -> Rewrite | None:
         gold_answer = extract_answer(gold_solution)
-        if gold_answer is None or not _PLAIN_NUMBER.match(gold_answer.strip()):
+        if gold_answer is None or not checker_applies(question, gold_answer):
             return None  # QA options, symbolic answers: not a domain this teacher reads
-        if "\nOptions:" in question:
-            return None
         steps = split_steps(prediction)
         if not steps:
             return None
-        parsed = [read_step(step) for step in steps]
         answer_ok = answers_match(prediction, gold_answer)
+        if answer_ok and check_steps(question, gold_answer, prediction, "grounded").ok:
+            return Rewrite(-1, prediction)
+        aligned = _aligned_rewrite(steps, split_steps(gold_solution), gold_answer)
+        if aligned is not None and (
+            aligned.error_step == -1 or _acceptable(aligned.text, question, gold_solution)
+        ):
+            return aligned
+        parsed = [read_step(step) for step in steps]
         grounded = values_in(question) | values_in(gold_solution) | _CONSTANTS
         gold = [read_step(step) for step in split_steps(gold_solution)]
         verdict = _first_error(parsed, gold, grounded, answer_ok)
@@ -65,6 +86,79 @@ class ArithmeticTeacher:
         if verdict is None:
             return None
         return _repair(steps, verdict, question, gold_solution, gold_answer)
+
+
+def _masked(step: str) -> str:
+    """A step's wording with every number blanked: equal for two steps that say the same
+    thing about (possibly) different numbers."""
+    return _DIGIT_RUN.sub("#", step)
+
+
+def _aligned_rewrite(steps: list[str], gold_steps: list[str], gold_answer: str) -> Rewrite | None:
+    """The rewrite of a prediction that follows the gold solution's steps, else None.
+
+    It follows them when it has as many steps before its answer line and most of them are
+    worded as the gold's. Then a step worded as the gold's can only differ in its numbers,
+    and giving it the gold's numbers is the minimal edit (the wrong number and every value
+    computed from it); a step that does something else becomes the gold's step. Steps
+    after the answer line are dropped. ``error_step`` -1 when nothing needed a change.
+    """
+    answer_at, gold_answer_at = _answer_line(steps), _answer_line(gold_steps)
+    body = steps[:answer_at] if answer_at is not None else steps
+    if gold_answer_at is None or not body or len(body) != gold_answer_at:
+        return None
+    gold_body = gold_steps[:gold_answer_at]
+    same_wording = sum(_masked(p) == _masked(g) for p, g in zip(body, gold_body, strict=True))
+    if 2 * same_wording < len(body):
+        return None
+    answer = (
+        _with_answer(steps[answer_at], gold_answer)
+        if answer_at is not None
+        else gold_steps[gold_answer_at]
+    )
+    rewritten = [*gold_body, answer]
+    original = [*body, steps[answer_at] if answer_at is not None else None]
+    first = next(
+        (i for i, (a, b) in enumerate(zip(original, rewritten, strict=True)) if a != b), None
+    )
+    if first is None and answer_at is not None and answer_at == len(steps) - 1:
+        return Rewrite(-1, "\n".join(steps))
+    if first is None:  # a missing answer line, or lines after a right one
+        first = len(body) if answer_at is None else answer_at + 1
+    return Rewrite(first, "\n".join(rewritten))
+
+
+def _acceptable(text: str, question: str, gold_solution: str) -> bool:
+    """A rewrite the teacher may hand out: every equation holds, the final answer is gold's,
+    and every operand is stated by the problem or computed earlier in the rewrite itself.
+
+    The last rule is what rejects a kept wrong step followed by the gold's remaining steps:
+    those use the gold's intermediate results, which the rewrite never computed. Numbers
+    the gold solution uses before computing them ("30 minutes") count as stated.
+    """
+    gold_answer = extract_answer(gold_solution)
+    if gold_answer is None or not check_steps(question, gold_answer, text, "equations").ok:
+        return False
+    known = set(values_in(question) | _CONSTANTS) | _gold_inputs(gold_solution)
+    for step in split_steps(text):
+        for eq in read_step(step).equations:
+            if not all(_states(n, known) for n in eq.operands):
+                return False
+            if eq.result is not None:
+                known |= {eq.result.value, eq.result.shown}
+    return True
+
+
+def _gold_inputs(gold_solution: str) -> set[Fraction]:
+    """Values the gold solution's equations use before (or without) computing them."""
+    inputs: set[Fraction] = set()
+    computed: set[Fraction] = set()
+    for step in split_steps(gold_solution):
+        for eq in read_step(step).equations:
+            inputs |= {n.value for n in eq.operands if not _states(n, computed)}
+            if eq.result is not None:
+                computed |= {eq.result.value, eq.result.shown}
+    return inputs
 
 
 def _answer_line(steps: list[str]) -> int | None:
@@ -147,21 +241,75 @@ def _repair(
         swap = _swap_from_gold(eq, [read_step(s) for s in gold_steps], done)
         if swap is not None and eq.result is not None:
             fixes = {eq.result.value: swap[eq.result]}
+            edits = {**swap, **_restatements(read_step(steps[i]), eq, swap)}
             candidates.append(
-                carry_forward(steps, i, fixes, True, swap, keep_in_prose=question_values)
+                carry_forward(steps, i, fixes, True, edits, keep_in_prose=question_values)
             )
     elif verdict.kind == "answer":
         candidates.append([*steps[:i], _with_answer(steps[i], gold_answer)])
-    if candidates and verdict.kind != "answer":
-        # The corrected step, then the gold solution's remaining steps.
-        kept = candidates[0][: i + 1]
-        candidates.append(kept + _gold_continuation(kept, gold_steps))
-    candidates.append(steps[:i] + _gold_continuation(steps[:i], gold_steps))
     for candidate in candidates:
         text = "\n".join(candidate)
-        if answers_match(text, gold_answer):
+        if answers_match(text, gold_answer) and _acceptable(text, question, gold_solution):
             return Rewrite(i, text)
+    # Continuing with the gold's steps: keep only the part of the prefix on the gold's path,
+    # and add nothing after a kept answer line that states gold (lines after it were wrong).
+    k = _gold_path_prefix(steps[:i], gold_steps)
+    done = (
+        k > 0
+        and bool(_ANSWER_LINE.search(steps[k - 1]))
+        and answers_match(steps[k - 1], gold_answer)
+    )
+    text = "\n".join(steps[:k] + ([] if done else _gold_continuation(steps[:k], gold_steps)))
+    if answers_match(text, gold_answer) and _acceptable(text, question, gold_solution):
+        return Rewrite(k, text)
     return None
+
+
+def _gold_path_prefix(prefix: list[str], gold_steps: list[str]) -> int:
+    """How many steps of ``prefix`` a rewrite that continues with the gold's steps keeps.
+
+    It stops before the first step computing a value the gold never reaches, or making a
+    computation more often than the gold does (counting the continuation's): the
+    continuation never uses such a step, so it is a dead end at best and more likely
+    wrong (a question number misread as another one, "3 packs of 10" for "3 packs of 12",
+    is true arithmetic on stated numbers).
+    """
+    results, _ = _results_and_equations([read_step(text) for text in gold_steps])
+    allowed = Counter(_signature(eq) for eq in _computations(gold_steps))
+    k = len(prefix)
+    while True:
+        made = Counter(
+            _signature(eq) for eq in _computations(_gold_continuation(prefix[:k], gold_steps))
+        )
+        cut = None
+        for j, text in enumerate(prefix[:k]):
+            for eq in _computations([text]):
+                made[_signature(eq)] += 1
+                assert eq.result is not None
+                dead = (
+                    not _states(eq.result, results)
+                    or made[_signature(eq)] > allowed[_signature(eq)]
+                )
+                cut = j if cut is None and dead else cut
+        if cut is None:
+            return k
+        k = cut
+
+
+def _computations(texts: list[str]) -> list[Equation]:
+    """The equations of ``texts`` that compute a result, in order."""
+    return [eq for text in texts for eq in read_step(text).equations if eq.result is not None]
+
+
+def _restatements(step: Step, eq: Equation, swap: dict[Number, Fraction]) -> dict[Number, Fraction]:
+    """Prose numbers of ``step`` that restate a misread operand ("She uses 1, so 60 - 1"),
+    with the operand's corrected value. A value that is also a kept operand is ambiguous
+    and left alone."""
+    kept = {n.value for n in eq.operands if n not in swap}
+    changed = {
+        n.value: new for n, new in swap.items() if n is not eq.result and n.value not in kept
+    }
+    return {n: changed[n.value] for n in step.prose_numbers if n.value in changed}
 
 
 def _swap_from_gold(

@@ -12,33 +12,33 @@ Variants (the paper's baselines and ablations):
 * ``no_token_reward``: every token of ``y`` gets the instance-level reward (+0.5 / -0.1);
 * ``rft``: supervised training on the correct samples' ``y`` and the rewrites ``ŷ`` of the
   wrong ones (mean token NLL, every token weight 1);
-* ``sft``: the initial policy, untouched.
+* ``gold_sft``: supervised training on the gold solutions of the same problems, for as many
+  optimizer steps as the other variants take over the RL rows (the compute-matched baseline
+  that tells whether the samples, rewards and rewrites add anything over more SFT).
+
+Every variant trains from the initial policy, which is also the baseline of every table.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import torch
-from transformers import (
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-    PrinterCallback,
-    Trainer,
-)
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
+from rlmec_core.config import VARIANTS, TrainPolicySection, Variant
 from rlmec_core.logprobs import HeadMode, response_logprobs
 from rlmec_core.losses import DEFAULT_EPSILON, DEFAULT_IMITATION_COEF, rlmec_loss_terms
+from rlmec_core.progress import use_progress_callbacks
 from rlmec_core.rewards import instance_rewards
 from rlmec_core.trainers.sft import ListDataset, last_complete_checkpoint, training_arguments
 
 logger = logging.getLogger(__name__)
 
-Variant = Literal["rlmec", "no_imitation", "no_token_reward", "rft", "sft"]
-VARIANTS: tuple[str, ...] = get_args(Variant)
 Objective = Literal["rlmec", "sft"]
 
 # Terms averaged over the micro-batches of one logging step, per objective.
@@ -95,8 +95,8 @@ def policy_rows(
     the instance-level ones. ``rft`` keeps ``prompt_ids`` and, as ``target_ids`` with weight 1
     everywhere, ``y`` for a correct sample and ``ŷ`` for a wrong one.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+    if variant not in VARIANTS or variant == "gold_sft":
+        raise ValueError(f"no RL rows for variant {variant!r}; RL row variants: {RL_VARIANTS}")
     out: list[dict[str, list[int] | list[float]]] = []
     for i, row in enumerate(rows):
         targets_used = variant in ("rlmec", "no_token_reward", "rft")
@@ -126,6 +126,50 @@ def policy_rows(
             item["target_weights"] = [float(w) for w in row["target_weights"]]
         out.append(item)
     return out
+
+
+RL_VARIANTS = tuple(v for v in VARIANTS if v != "gold_sft")
+
+
+def gold_sft_rows(
+    tokenizer: PreTrainedTokenizerBase,
+    problems: Iterable[Mapping[str, Any]],
+    problem_ids: Iterable[str],
+) -> list[dict[str, list[int] | list[float]]]:
+    """The ``gold_sft`` rows: each of ``problem_ids``' gold solution after its policy prompt,
+    tokenised as every other target (prompt and solution apart, then EOS), weight 1.
+
+    ``problems`` are data records (``id``, ``question``, ``gold_solution``); every id in
+    ``problem_ids`` must be among them.
+    """
+    from rlmec_core.annotate import split_tokenize  # the one tokenisation of targets
+    from rlmec_core.policy_prompt import format_policy_prompt
+
+    by_id = {p["id"]: p for p in problems}
+    wanted = sorted(set(problem_ids))
+    missing = [i for i in wanted if i not in by_id]
+    if missing:
+        raise ValueError(f"gold_sft: problem {missing[0]!r} is not in the training problems")
+    out: list[dict[str, list[int] | list[float]]] = []
+    for problem_id in wanted:
+        problem = by_id[problem_id]
+        prompt, target = split_tokenize(
+            tokenizer, format_policy_prompt(problem["question"]), problem["gold_solution"]
+        )
+        out.append(
+            {"prompt_ids": prompt, "target_ids": target, "target_weights": [1.0] * len(target)}
+        )
+    return out
+
+
+def optimizer_steps(n_rows: int, cfg: TrainPolicySection, world_size: int) -> int:
+    """The optimizer steps the Trainer takes over ``n_rows`` rows with ``cfg`` (its rule:
+    batches per process, then accumulation, rounded up per epoch and over epochs)."""
+    if cfg.max_steps is not None:
+        return cfg.max_steps
+    batches = math.ceil(n_rows / (cfg.batch_size * world_size))
+    per_epoch = max(1, math.ceil(batches / cfg.gradient_accumulation_steps))
+    return math.ceil(cfg.epochs * per_epoch)
 
 
 # ------------------------------------------------------------------------- collator
@@ -322,64 +366,45 @@ def build_policy_trainer(
     tokenizer: PreTrainedTokenizerBase,
     rows: Iterable[Mapping[str, Any]],
     output_dir: str | Path,
+    cfg: TrainPolicySection,
     *,
-    variant: Variant,
-    epochs: float,
-    learning_rate: float,
-    batch_size: int,
-    warmup_ratio: float,
-    epsilon: float = DEFAULT_EPSILON,
-    imitation_coef: float = DEFAULT_IMITATION_COEF,
-    seed: int = 0,
-    save_steps: int = 50,
-    save_total_limit: int | None = 2,
-    lr_scheduler: str = "cosine",
-    max_steps: int | None = None,
-    gradient_accumulation_steps: int = 1,
-    bf16: bool = False,
-    progress: bool = True,
+    gold: list[dict[str, list[int] | list[float]]] | None = None,
 ) -> RlmecTrainer:
-    """The configured trainer for a trainable variant (everything but ``sft``)."""
-    if variant == "sft" or variant not in VARIANTS:
-        raise ValueError(
-            f"no trainer for variant {variant!r}; trainable: rlmec, no_imitation, no_token_reward, rft"
-        )
+    """The configured trainer for ``cfg.variant`` on stage 4's RL rows.
+
+    ``gold_sft`` trains on ``gold`` (``gold_sft_rows``) instead, for as many optimizer steps
+    as the RL variants take over ``rows``.
+    """
+    variant = cfg.variant
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
     if tokenizer.pad_token_id is None:
         raise ValueError("tokenizer has no pad token; load it with rlmec_core.modeling.load_policy")
-    train_rows = policy_rows(rows, variant)
-    if not train_rows:
+    rows = list(rows)
+    if not rows:
         raise ValueError(f"train_policy: no rows to train variant {variant!r} on")
-    args = training_arguments(
-        output_dir=str(output_dir),
-        num_train_epochs=epochs,
-        max_steps=max_steps if max_steps is not None else -1,
-        learning_rate=learning_rate,
-        per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=gradient_accumulation_steps,
-        warmup_ratio=warmup_ratio,
-        lr_scheduler_type=lr_scheduler,
-        seed=seed,
-        bf16=bf16,
-        save_steps=save_steps,
-        save_total_limit=save_total_limit,
-        disable_tqdm=not progress,
-        group_by_length=False,
-    )
-    if variant == "rft":
-        objective, coef = "sft", 1.0
+    args = training_arguments(cfg, output_dir, seed=cfg.seed)
+    if variant == "gold_sft":
+        if not gold:
+            raise ValueError("gold_sft: no gold rows (gold_sft_rows of the RL rows' problems)")
+        steps = optimizer_steps(len(rows), cfg, args.world_size)
+        args = training_arguments(cfg, output_dir, seed=cfg.seed, max_steps=steps)
+        train_rows, objective, coef = gold, "sft", 1.0
+    elif variant == "rft":
+        train_rows, objective, coef = policy_rows(rows, variant), "sft", 1.0
     else:
-        objective, coef = "rlmec", 0.0 if variant == "no_imitation" else imitation_coef
+        coef = 0.0 if variant == "no_imitation" else cfg.imitation_coef
+        train_rows, objective = policy_rows(rows, variant), "rlmec"
     trainer = RlmecTrainer(
         model=model,
         args=args,
         train_dataset=ListDataset(train_rows),
         data_collator=RlmecCollator(tokenizer.pad_token_id),
         objective=objective,
-        epsilon=epsilon,
+        epsilon=cfg.epsilon,
         imitation_coef=coef,
     )
-    if not progress:  # without a progress bar the Trainer prints every log line instead
-        trainer.remove_callback(PrinterCallback)
+    use_progress_callbacks(trainer)
     return trainer
 
 
@@ -395,69 +420,23 @@ def train_policy(
     tokenizer: PreTrainedTokenizerBase,
     rows: Iterable[Mapping[str, Any]],
     output_dir: str | Path,
+    cfg: TrainPolicySection,
     *,
-    variant: Variant,
-    epochs: float,
-    learning_rate: float,
-    batch_size: int,
-    warmup_ratio: float,
-    epsilon: float = DEFAULT_EPSILON,
-    imitation_coef: float = DEFAULT_IMITATION_COEF,
-    seed: int = 0,
-    save_steps: int = 50,
+    gold: list[dict[str, list[int] | list[float]]] | None = None,
     resume: bool = True,
-    progress: bool = True,
-    save_total_limit: int | None = 2,
-    lr_scheduler: str = "cosine",
-    max_steps: int | None = None,
-    gradient_accumulation_steps: int = 1,
-    bf16: bool = False,
 ) -> dict[str, Any]:
-    """Train ``model`` in place on stage 4's RL rows with one variant's objective.
+    """Train ``model`` in place on stage 4's RL rows with ``cfg.variant``'s objective.
 
     Checkpoints go to ``output_dir/checkpoint-<step>``; with ``resume`` the last one is picked
     up, so an interrupted run continues at its saved step (and a finished one does no more).
-    ``max_steps`` (optional) overrides ``epochs``. The caller saves the final model. ``sft``
-    trains nothing and returns at once (the initial policy is the SFT baseline).
+    The caller saves the final model. ``gold``: the ``gold_sft`` rows (that variant only).
 
     Returns ``variant``, ``train_loss``, ``final_loss``, ``steps``, ``runtime_s``, ``n_rows``,
     ``resumed_from``, ``loss_history`` (list of ``(step, loss)``) and ``term_histories``
-    (``l_rl``, ``l_im``, ``clip_fraction``, ``mean_ratio``; ``nll`` for ``rft``).
+    (``l_rl``, ``l_im``, ``clip_fraction``, ``mean_ratio``; ``nll`` for ``rft``/``gold_sft``).
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
-    rows = list(rows)
-    if variant == "sft":
-        return {
-            "variant": "sft",
-            "steps": 0,
-            "n_rows": len(rows),
-            "note": "sft: the initial policy is the baseline; nothing was trained",
-            "loss_history": [],
-            "term_histories": {},
-        }
     output_dir = Path(output_dir)
-    trainer = build_policy_trainer(
-        model,
-        tokenizer,
-        rows,
-        output_dir,
-        variant=variant,
-        epochs=epochs,
-        learning_rate=learning_rate,
-        batch_size=batch_size,
-        warmup_ratio=warmup_ratio,
-        epsilon=epsilon,
-        imitation_coef=imitation_coef,
-        seed=seed,
-        save_steps=save_steps,
-        save_total_limit=save_total_limit,
-        lr_scheduler=lr_scheduler,
-        max_steps=max_steps,
-        gradient_accumulation_steps=gradient_accumulation_steps,
-        bf16=bf16,
-        progress=progress,
-    )
+    trainer = build_policy_trainer(model, tokenizer, rows, output_dir, cfg, gold=gold)
     last = last_complete_checkpoint(output_dir) if resume else None
     if last:
         logger.info("train_policy: resuming from %s", last)
@@ -467,13 +446,14 @@ def train_policy(
     log_history = trainer.state.log_history
     history = _histories(log_history, ["loss"])["loss"]
     return {
-        "variant": variant,
+        "variant": cfg.variant,
         "train_loss": float(result.training_loss),
         "final_loss": history[-1][1] if history else float("nan"),
         "steps": int(trainer.state.global_step),
         "runtime_s": float(result.metrics.get("train_runtime", 0.0)),
         "n_rows": len(trainer.train_dataset),
-        "epsilon": epsilon,
+        "learning_rate": cfg.learning_rate,
+        "epsilon": cfg.epsilon,
         "imitation_coef": trainer.imitation_coef,
         "resumed_from": last,
         "loss_history": history,

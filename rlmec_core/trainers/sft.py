@@ -16,11 +16,13 @@ import torch
 from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
-    PrinterCallback,
     Trainer,
     TrainingArguments,
 )
 from transformers.trainer_utils import get_last_checkpoint
+
+from rlmec_core.config import TrainingSection
+from rlmec_core.progress import on_terminal, use_progress_callbacks
 
 IGNORE_INDEX = -100  # label value the causal-LM loss skips
 
@@ -79,38 +81,49 @@ class ResponseOnlyCollator:
         }
 
 
-# What every trainer of this project shares: step-level logs and checkpoints, no hub or
-# reporting integrations (we log to MLflow ourselves), the CPU when there is no
-# accelerator (otherwise the Trainer or `accelerate launch` picks), and plain-dict rows.
+# What every trainer of this project shares: checkpoints by step, no hub or reporting
+# integrations (we log to MLflow ourselves), the CPU when there is no accelerator (otherwise
+# the Trainer or `accelerate launch` picks), and plain-dict rows.
 COMMON_TRAINING_ARGUMENTS: dict[str, Any] = {
-    "logging_steps": 1,
     "save_strategy": "steps",
     "report_to": "none",
     "dataloader_num_workers": 0,
     "remove_unused_columns": False,
+    # Plain AdamW: the fused default of recent transformers was slower on CPU here.
+    "optim": "adamw_torch",
 }
 
 
-def training_arguments(**kwargs: Any) -> TrainingArguments:
-    """TrainingArguments with the project's common settings, across transformers 4.56+
-    and 5.x, whose warm-up and length-grouping options are named differently."""
-    kwargs = {
+def training_arguments(
+    training: TrainingSection, output_dir: str | Path, *, seed: int, **overrides: Any
+) -> TrainingArguments:
+    """The TrainingArguments of a config section, with the project's common settings,
+    across transformers 4.56+ and 5.x (whose warm-up option is named differently)."""
+    kwargs: dict[str, Any] = {
         **COMMON_TRAINING_ARGUMENTS,
+        "output_dir": str(output_dir),
+        "num_train_epochs": training.epochs,
+        "max_steps": training.max_steps if training.max_steps is not None else -1,
+        "learning_rate": training.learning_rate,
+        "per_device_train_batch_size": training.batch_size,
+        "gradient_accumulation_steps": training.gradient_accumulation_steps,
+        "lr_scheduler_type": training.lr_scheduler,
+        "weight_decay": training.weight_decay,
+        "adam_beta2": training.adam_beta2,
+        "save_steps": training.save_steps,
+        "save_total_limit": training.save_total_limit,
+        "logging_steps": training.logging_steps,
+        "seed": seed,
+        "data_seed": seed,
         "use_cpu": not (torch.cuda.is_available() or torch.backends.mps.is_available()),
-        "data_seed": kwargs.get("seed"),
-        **kwargs,
+        "disable_tqdm": not on_terminal(),
+        **overrides,
     }
     fields = {f.name for f in dataclasses.fields(TrainingArguments)}
-    warmup_ratio = kwargs.pop("warmup_ratio")
     if "warmup_ratio" in fields:
-        kwargs["warmup_ratio"] = warmup_ratio
+        kwargs["warmup_ratio"] = training.warmup_ratio
     else:  # 5.x: a float in [0, 1) is a ratio of the total steps
-        kwargs["warmup_steps"] = warmup_ratio
-    if kwargs.pop("group_by_length"):
-        if "train_sampling_strategy" in fields:
-            kwargs["train_sampling_strategy"] = "group_by_length"
-        else:
-            kwargs["group_by_length"] = True
+        kwargs["warmup_steps"] = training.warmup_ratio
     return TrainingArguments(**kwargs)
 
 
@@ -119,29 +132,18 @@ def train_sft(
     tokenizer: PreTrainedTokenizerBase,
     examples: list[dict[str, str]],
     output_dir: str | Path,
+    training: TrainingSection,
     *,
-    epochs: float,
-    learning_rate: float,
-    batch_size: int,
-    warmup_ratio: float,
-    lr_scheduler: str = "cosine",
-    seed: int = 0,
-    max_length: int = 1024,
-    save_steps: int = 50,
-    save_total_limit: int | None = 2,
-    weight_decay: float = 0.0,
-    adam_beta2: float = 0.999,
-    group_by_length: bool = False,
+    seed: int,
     resume: bool = True,
-    progress: bool = True,
 ) -> dict[str, Any]:
     """Fine-tune ``model`` in place on ``examples`` (dicts with "prompt" and "response").
 
-    Checkpoints go to ``output_dir/checkpoint-<step>`` every ``save_steps`` steps and at
-    the end; with ``resume`` an existing checkpoint is picked up, so an interrupted run
-    continues where it stopped (and a finished one does no more steps). The caller saves
-    the final model where it wants it. ``group_by_length`` saves padding but made the
-    tiny policy learn markedly slower (batches of one problem length), so it is off.
+    ``training`` is the stage's config section (epochs or max_steps, learning rate, batch
+    size, schedule, max_length, save_steps...). Checkpoints go to
+    ``output_dir/checkpoint-<step>`` every ``save_steps`` steps and at the end; with
+    ``resume`` an existing checkpoint is picked up, so an interrupted run continues where
+    it stopped (and a finished one does no more steps). The caller saves the final model.
 
     Returns ``train_loss`` (HF's mean over the run), ``final_loss`` (the last logged
     step), ``steps``, ``runtime_s``, ``n_examples``, ``n_truncated`` and
@@ -156,6 +158,7 @@ def train_sft(
     if tokenizer.pad_token_id is None:
         raise ValueError("tokenizer has no pad token; load it with rlmec_core.modeling.load_policy")
 
+    max_length = training.max_length
     rows = [tokenize_example(tokenizer, e["prompt"], e["response"], max_length) for e in examples]
     n_truncated = sum(r["input_ids"][-1] != tokenizer.eos_token_id for r in rows)
     if n_truncated:
@@ -169,31 +172,13 @@ def train_sft(
         )
 
     output_dir = Path(output_dir)
-    args = training_arguments(
-        output_dir=str(output_dir),
-        num_train_epochs=epochs,
-        learning_rate=learning_rate,
-        per_device_train_batch_size=batch_size,
-        warmup_ratio=warmup_ratio,
-        lr_scheduler_type=lr_scheduler,
-        weight_decay=weight_decay,
-        # Plain AdamW: the fused default of recent transformers was slower on CPU here.
-        optim="adamw_torch",
-        adam_beta2=adam_beta2,
-        seed=seed,
-        save_steps=save_steps,
-        save_total_limit=save_total_limit,
-        disable_tqdm=not progress,
-        group_by_length=group_by_length,
-    )
     trainer = Trainer(
         model=model,
-        args=args,
+        args=training_arguments(training, output_dir, seed=seed),
         train_dataset=ListDataset(trainable),
         data_collator=ResponseOnlyCollator(tokenizer.pad_token_id),
     )
-    if not progress:  # without a progress bar the Trainer prints every log line instead
-        trainer.remove_callback(PrinterCallback)
+    use_progress_callbacks(trainer)
     last = last_complete_checkpoint(output_dir) if resume else None
     if last:
         logger.info("train_sft: resuming from %s", last)

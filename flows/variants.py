@@ -1,0 +1,83 @@
+"""Training several policies on one run's shared upstream data: what `rlmec ablate` and
+`rlmec tune` both do, once per variant, seed or learning rate."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+from prefect.runtime import flow_run
+
+from flows.pipeline import policy_and_evaluation
+from flows.runner import StageRunner
+from rlmec_core.config import PipelineConfig
+from storage.atomic import write_bytes_atomic, write_json_atomic
+from storage.manifest import Provenance
+
+
+def train_and_evaluate(
+    stages: StageRunner,
+    upstream: dict[str, dict | None],
+    config: PipelineConfig,
+    *,
+    variant: str,
+    seed: int,
+    learning_rate: float | None = None,
+    split: str = "test",
+) -> dict[str, Any]:
+    """Train ``variant`` (at its configured learning rate, or ``learning_rate``) with
+    ``seed``, evaluate it on ``split``; its artifacts and evaluation rows."""
+    section = config.train_policy.for_variant(variant, seed)
+    label = f"[{variant},seed={seed}"
+    if learning_rate is not None:
+        section = section.model_copy(update={"learning_rate": learning_rate})
+        label += f",lr={learning_rate:g}"
+    evaluate = config.evaluate.model_copy(update={"split": split})
+    variant_config = config.model_copy(update={"train_policy": section, "evaluate": evaluate})
+    ctx = dataclasses.replace(stages.ctx, config=variant_config)
+    refs = policy_and_evaluation(stages, upstream, ctx=ctx, label=label + "]")
+    evaluation = refs["evaluation"]
+    rows = json.loads((stages.ctx.store.path(evaluation["id"]) / "results.json").read_text())
+    return {
+        "variant": variant,
+        "seed": seed,
+        "learning_rate": section.learning_rate,
+        "policy_artifact": refs["policy"]["id"],
+        "evaluation_artifact": evaluation["id"],
+        "rows": rows,
+    }
+
+
+def commit_summary(
+    stages: StageRunner,
+    *,
+    kind: str,
+    payload: dict[str, Any],
+    markdown: str,
+    parents: list[str],
+    extra: dict[str, Any],
+) -> str:
+    """Store a study's summary (``<kind>.json`` and ``<kind>.md``) as an artifact whose
+    parents are the evaluations it summarises; tag the run with it. Returns its id."""
+    store = stages.ctx.store
+    with store.staging() as out:
+        write_json_atomic(out / f"{kind}.json", payload)
+        write_bytes_atomic(out / f"{kind}.md", markdown.encode("utf-8"))
+        manifest = store.commit(
+            out,
+            Provenance(
+                stage=kind,
+                kind=kind,
+                parents=tuple(dict.fromkeys(parents)),
+                config_hash=stages.ctx.config.config_hash(),
+                mlflow_run_id=stages.ctx.mlflow_parent_run_id,
+                prefect_flow_run_id=str(flow_run.id) if flow_run.id else None,
+                extra=extra,
+            ),
+        )
+    client = MlflowClient(stages.ctx.mlflow_tracking_uri)
+    client.log_text(stages.ctx.mlflow_parent_run_id, markdown, f"{kind}.md")
+    client.set_tag(stages.ctx.mlflow_parent_run_id, f"rlmec.{kind}_artifact", manifest.id)
+    return manifest.id

@@ -1,0 +1,99 @@
+"""Progress that suits where the output goes: a bar on a terminal, a few log lines elsewhere.
+
+In CI, a Prefect worker or a log file a progress bar (or a line per step) floods the log,
+so there the same progress is reported as one ``logging`` line per interval; the library's
+loggers reach Prefect's run logs (see ``flows/environment.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+from tqdm.auto import tqdm
+from transformers import ProgressCallback, TrainerCallback
+
+T = TypeVar("T")
+logger = logging.getLogger("rlmec_core.progress")
+LOG_LINES = 10  # lines per loop when not on a terminal
+
+
+def on_terminal() -> bool:
+    """Whether a person watches: stderr is a terminal."""
+    return sys.stderr.isatty()
+
+
+class Progress:
+    """Counts work done: a tqdm bar on a terminal, else a log line every tenth of the total."""
+
+    def __init__(self, total: int | None, desc: str, enabled: bool = True) -> None:
+        self.total, self.desc, self.done = total, desc, 0
+        self._bar = tqdm(total=total, desc=desc) if enabled and on_terminal() else None
+        self._logged = enabled and self._bar is None
+        self._every = max(1, (total or 0) // LOG_LINES) if total else 100
+        self._started = time.perf_counter()
+
+    def update(self, n: int = 1) -> None:
+        before, self.done = self.done, self.done + n
+        if self._bar is not None:
+            self._bar.update(n)
+        elif self._logged and (
+            before // self._every != self.done // self._every or self.done == self.total
+        ):
+            logger.info(
+                "%s: %d/%s (%.0f s)",
+                self.desc,
+                self.done,
+                self.total if self.total is not None else "?",
+                time.perf_counter() - self._started,
+            )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def progress(iterable: Iterable[T], desc: str, *, enabled: bool = True) -> Iterator[T]:
+    """``iterable`` with its progress reported (see ``Progress``)."""
+    total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
+    with Progress(total, desc, enabled) as counter:
+        for item in iterable:
+            yield item
+            counter.update()
+
+
+class _BarOnly(ProgressCallback):
+    """The Trainer's progress bar without the metrics dict it writes under it every step."""
+
+    def on_log(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+class _LogLines(TrainerCallback):
+    """One log line per logging step (``logging_steps``), for output that is not a terminal."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+        if not state.is_local_process_zero or not logs or "loss" not in logs:
+            return
+        values = ", ".join(
+            f"{k}={v:.4g}" for k, v in logs.items() if isinstance(v, int | float) and k != "epoch"
+        )
+        logger.info("step %d/%d: %s", state.global_step, state.max_steps, values)
+
+
+def use_progress_callbacks(trainer: Any) -> None:
+    """Replace a Trainer's printing callbacks with ``_BarOnly`` or ``_LogLines``."""
+    from transformers import PrinterCallback
+
+    for callback in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(callback)
+    trainer.add_callback(_BarOnly() if on_terminal() else _LogLines())
