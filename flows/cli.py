@@ -1,10 +1,22 @@
-"""The `rlmec` command line."""
+"""The `rlmec` command line.
+
+Every failure ends with one line on stderr, ``rlmec: ...``: what failed (the stage, the
+file and line or field at fault) and what to do. Config, data files and the workspace are
+checked before Prefect starts; no traceback is printed unless ``--debug`` asks for it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import logging
+import os
+import shutil
 import sys
+import tempfile
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,7 +25,12 @@ from flows.prefect_server import start_temporary_server, wait_until_ready
 from rlmec_core.config import STAGES, VARIANTS
 
 if TYPE_CHECKING:
+    from flows.prefect_server import TemporaryServer
+    from rlmec_core.config import PipelineConfig
     from storage.manifest import Production
+
+MAX_DETAIL = 400  # characters of an error's own message in the last line
+INPUT_ERRORS = ("ConfigError", "DataFormatError", "YamlInputError")  # the user's files
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,9 +42,14 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", help="on failure, also print tracebacks and Prefect's logs"
+    )
 
     run = sub.add_parser(
         "run",
+        parents=[common],
         help="run the pipeline (cached stages are reused)",
         description=(
             "Run the pipeline stages in order: " + " → ".join(STAGES) + ". Stages whose "
@@ -51,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
 
     lineage = sub.add_parser(
         "lineage",
+        parents=[common],
         help="show where an artifact came from",
         description=(
             "Print an artifact's ancestry back to the raw data: for each artifact its stage, "
@@ -62,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     lineage.add_argument("--json", action="store_true", help="machine-readable output")
     ablate = sub.add_parser(
         "ablate",
+        parents=[common],
         help="train every policy variant over several seeds and compare accuracy",
         description=(
             "Run the shared stages once (cached), then train_policy and evaluate for each "
@@ -82,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
 
     tune = sub.add_parser(
         "tune",
+        parents=[common],
         help="choose each variant's learning rate from a small grid on the dev split",
         description=(
             "Run the shared stages once (cached), then train every variant at every learning "
@@ -104,6 +129,7 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser(
         "serve",
+        parents=[common],
         help="serve the pipeline on a schedule from this process",
         description=(
             "Register a deployment of the pipeline with the Prefect API (PREFECT_API_URL, or "
@@ -120,6 +146,7 @@ def _parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser(
         "report",
+        parents=[common],
         help="write a self-contained HTML report of a pipeline run",
         description=(
             "Write one HTML file (inline CSS and SVG, nothing external) about a pipeline run: "
@@ -137,6 +164,7 @@ def _parser() -> argparse.ArgumentParser:
 
     runs = sub.add_parser(
         "runs",
+        parents=[common],
         help="list pipeline runs and each stage's status",
         description=(
             "List the pipeline runs of a workspace, oldest first: run status, MLflow and "
@@ -149,20 +177,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
-    configure_environment(args.workspace)
-    server = start_temporary_server()  # boots on the other core while the flow is imported
-    from flows.ablation import rlmec_ablation
-    from rlmec_core.config import ConfigError, load_config
-
     if args.seeds < 1:
         print("rlmec: --seeds must be at least 1", file=sys.stderr)
         return 2
-    try:
-        load_config(args.config)
-    except ConfigError as exc:
-        print(f"rlmec: {exc}", file=sys.stderr)
-        return 2
-    wait_until_ready(server)
+    server = _prepare(args)
+    from flows.ablation import rlmec_ablation
+
+    _start(args, server)
     result = rlmec_ablation(
         config_path=args.config, workspace=args.workspace, seeds=args.seeds, variants=args.variants
     )
@@ -179,20 +200,13 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    configure_environment(args.workspace)
-    server = start_temporary_server()  # boots on the other core while the flow is imported
-    from flows.tuning import rlmec_tuning
-    from rlmec_core.config import ConfigError, load_config
-
     if args.learning_rates and not all(0 < lr < float("inf") for lr in args.learning_rates):
         print("rlmec: --learning-rates must be positive finite numbers", file=sys.stderr)
         return 2
-    try:
-        load_config(args.config)
-    except ConfigError as exc:
-        print(f"rlmec: {exc}", file=sys.stderr)
-        return 2
-    wait_until_ready(server)
+    server = _prepare(args)
+    from flows.tuning import rlmec_tuning
+
+    _start(args, server)
     result = rlmec_tuning(
         config_path=args.config,
         workspace=args.workspace,
@@ -209,15 +223,12 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    _check_inputs(args)
     configure_environment(args.workspace)
     from flows.pipeline import rlmec_pipeline
-    from rlmec_core.config import ConfigError, load_config
 
-    try:
-        load_config(args.config)
-    except ConfigError as exc:
-        print(f"rlmec: {exc}", file=sys.stderr)
-        return 2
+    _quiet_console(args.debug)
+    args.started = True
     # Absolute paths: the served runs must not depend on the server's working directory.
     rlmec_pipeline.serve(
         name=args.name,
@@ -246,7 +257,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_runs(args: argparse.Namespace) -> int:
     from flows.run_records import load_run_records
 
-    records = load_run_records(args.workspace)
+    records = load_run_records(args.workspace, warn=_warn)
     if args.json:
         print(json.dumps(records, indent=2))
         return 0
@@ -264,30 +275,13 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    configure_environment(args.workspace)
-    from rlmec_core.config import ConfigError, load_config
-
-    try:
-        load_config(args.config)  # fail fast, before Prefect starts, with the field's path
-    except ConfigError as exc:
-        print(f"rlmec: {exc}", file=sys.stderr)
-        return 2
-    server = start_temporary_server()  # boots on the other core while the flow is imported
+    server = _prepare(args)
     from flows.pipeline import rlmec_pipeline  # after the environment is set
-    from tasks.stage import StageError
 
-    wait_until_ready(server)
-    try:
-        reports = rlmec_pipeline(
-            config_path=args.config, workspace=args.workspace, until=args.until, force=args.force
-        )
-    except StageError as exc:
-        print(f"\nrlmec: {exc}", file=sys.stderr)
-        print(
-            f"rlmec: see `rlmec runs --workspace {args.workspace}` for every stage's status",
-            file=sys.stderr,
-        )
-        return 1
+    _start(args, server)
+    reports = rlmec_pipeline(
+        config_path=args.config, workspace=args.workspace, until=args.until, force=args.force
+    )
     if args.json:
         print(json.dumps(reports, indent=2))
         return 0
@@ -315,11 +309,11 @@ def _cmd_lineage(args: argparse.Namespace) -> int:
 
     store = ArtifactStore(args.workspace)
     try:
-        chain = store.lineage(store.resolve(args.artifact_id))
-    except ArtifactNotFoundError as exc:
+        chain = store.lineage(store.resolve(args.artifact_id), warn=_warn)
+    except (ArtifactNotFoundError, ValueError) as exc:
         print(f"rlmec: {exc}", file=sys.stderr)
         return 1
-    productions = {m.id: store.productions(m.id) for m in chain}
+    productions = {m.id: store.productions(m.id, warn=_warn) for m in chain}
     if args.json:
         records = [
             {**m.to_json(), "productions": [p.to_json() for p in productions[m.id]]} for m in chain
@@ -350,6 +344,9 @@ def _print_production(number: int, total: int, p: Production) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.started = False  # set once a flow (and its run record) starts
+    if args.debug:
+        os.environ["RLMEC_DEBUG"] = "1"  # the Prefect server's own output too
     handlers = {
         "run": _cmd_run,
         "ablate": _cmd_ablate,
@@ -359,7 +356,193 @@ def main(argv: list[str] | None = None) -> int:
         "serve": _cmd_serve,
         "report": _cmd_report,
     }
-    return handlers[args.command](args)
+    try:
+        return handlers[args.command](args)
+    except (Exception, KeyboardInterrupt) as exc:
+        if args.debug:
+            traceback.print_exception(exc)
+        line, code = failure_line(exc, getattr(args, "workspace", None), args.started)
+        print(f"\n{line}" if args.started else line, file=sys.stderr)
+        return code
+
+
+# -- before a flow starts ---------------------------------------------------------------
+
+
+def _prepare(args: argparse.Namespace) -> TemporaryServer | None:
+    """Check the inputs, then start Prefect's server (it boots while the flow imports)."""
+    _check_inputs(args)
+    configure_environment(args.workspace)
+    return start_temporary_server()
+
+
+def _start(args: argparse.Namespace, server: TemporaryServer | None) -> None:
+    _quiet_console(args.debug)
+    wait_until_ready(server)
+    args.started = True
+
+
+def _check_inputs(args: argparse.Namespace) -> PipelineConfig:
+    """The config, every data file it names and the workspace, checked in milliseconds:
+    what a run would only find out in its first stage is refused before anything runs."""
+    from rlmec_core.config import load_config
+    from rlmec_core.data.loaders import check_data_files
+
+    config = load_config(args.config)
+    check_data_files(config)
+    workspace = Path(args.workspace)
+    if workspace.exists() and not workspace.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "--workspace is not a folder", str(workspace))
+    workspace.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=workspace, prefix=".rlmec-write-check-"):
+        pass  # a read-only or full workspace fails here, not in a stage
+    return config
+
+
+class _QuietConsole(logging.Filter):
+    """The console without Prefect's and MLflow's reports of an error (the last `rlmec:`
+    line says it once) and without tracebacks, unless ``--debug``.
+
+    On the console handlers only: Prefect's API handler, which runs first, still sends
+    the full records, tracebacks included, to the Prefect UI.
+    """
+
+    debug = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.debug:
+            return True
+        if record.name.startswith(("prefect.task_runs", "prefect.flow_runs", "mlflow")) and (
+            record.levelno >= logging.ERROR
+            or record.getMessage().startswith(
+                ("Finished in state Failed", "Finished in state Crashed")
+            )
+        ):
+            return False
+        record.exc_info = record.exc_text = None
+        return True
+
+
+_QUIET = _QuietConsole()
+
+
+def _quiet_console(debug: bool) -> None:
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    _QUIET.debug = debug
+    consoles = [h for h in logging.getLogger().handlers if isinstance(h, PrefectConsoleHandler)]
+    consoles += logging.getLogger("mlflow").handlers  # MLflow logs to its own stream handler
+    for handler in consoles:
+        if _QUIET not in handler.filters:
+            handler.addFilter(_QUIET)
+
+
+def _warn(message: str) -> None:
+    print(f"rlmec: warning: {message}", file=sys.stderr)
+
+
+# -- the last line of a failure ---------------------------------------------------------
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The error, what caused it, what that was raised while handling, and so on."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        context = None if current.__suppress_context__ else current.__context__
+        current = getattr(current, "cause", None) or current.__cause__ or context
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 3] + "..."
+
+
+def _named(chain: list[BaseException], *names: str) -> BaseException | None:
+    """The first error in the chain of one of these classes (by name: no heavy imports)."""
+    return next((e for e in chain if any(c.__name__ in names for c in type(e).__mro__)), None)
+
+
+def _os_error(chain: list[BaseException], codes: tuple[int, ...], *texts: str):
+    for e in chain:
+        if isinstance(e, OSError) and e.errno in codes:
+            return e
+        if any(text in str(e) for text in texts):
+            return e
+    return None
+
+
+def _disk_full(workspace: str | None) -> bool:
+    try:
+        return workspace is not None and shutil.disk_usage(workspace).free < 1 << 20
+    except OSError:
+        return False
+
+
+def failure_line(exc: BaseException, workspace: str | None, started: bool) -> tuple[str, int]:
+    """The one `rlmec:` line that ends a failure, and the exit code (2: refused before
+    anything ran, 130: interrupted, 1: a run failed)."""
+    chain = list(_chain(exc))
+    stage_error = _named(chain, "StageError")
+    stage = getattr(stage_error, "stage", None)
+    what, hint = _what_and_hint(exc, chain, stage_error, workspace)
+    prefix = f"stage {stage!r} failed: " if stage else ""
+    runs = f"; `rlmec runs --workspace {workspace}` lists every stage" if started else ""
+    refused = isinstance(exc, OSError) or _named(chain, *INPUT_ERRORS) is not None
+    code = 130 if isinstance(exc, KeyboardInterrupt) else 2 if refused and not started else 1
+    return f"rlmec: {prefix}{what}{'' if hint[0] == '(' else ';'} {hint}{runs}", code
+
+
+def _what_and_hint(
+    exc: BaseException,
+    chain: list[BaseException],
+    stage_error: BaseException | None,
+    workspace: str | None,
+) -> tuple[str, str]:
+    """What went wrong, and what to do about it."""
+    again = "run again: finished stages are cached and partial work resumes"
+    full = _os_error(chain, (errno.ENOSPC, errno.EDQUOT), "disk is full", "No space left")
+    if full is None and _disk_full(workspace):
+        full = exc  # torch and others report a full disk without its errno
+    read_only = _os_error(
+        chain, (errno.EROFS, errno.EACCES, errno.EPERM), "readonly database", "Read-only file"
+    )
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", again
+    if full is not None:
+        where = f" writing {full.filename}" if getattr(full, "filename", None) else ""
+        return f"no space left on device{where}", f"free some space, then {again}"
+    if read_only is not None:
+        where = getattr(read_only, "filename", None) or workspace
+        reason = getattr(read_only, "strerror", None) or _one_line(read_only)
+        return (
+            f"cannot write {where} ({reason})",
+            "make the workspace writable or pass another --workspace",
+        )
+    if isinstance(exc, NotADirectoryError):
+        return f"--workspace {exc.filename} is not a folder", "pass a folder"
+    known = _named(chain, *INPUT_ERRORS)
+    if known is not None:
+        return _one_line(known), "fix it and run again"
+    known = _named(chain, "NonFiniteLossError")
+    if known is not None:
+        return _one_line(known), "nothing was committed"
+    known = _named(chain, "StageTimeoutError")
+    if known is not None:
+        stage = getattr(stage_error, "stage", "<stage>")
+        return _one_line(known), f"raise {stage}.timeout_seconds, or {again}"
+    known = _named(chain, "TrackingError")
+    if known is not None:
+        return _one_line(known), "check tracking.mlflow_tracking_uri and tracking.experiment"
+    debug = "(--debug shows the traceback)"
+    if stage_error is not None:
+        cause = getattr(stage_error, "cause", None) or stage_error
+        scratch = getattr(stage_error, "scratch", None)
+        kept = f"its partial work in {scratch} resumes" if scratch else "it resumes"
+        return f"{type(cause).__name__}: {_one_line(cause)}", f"{kept} on the next run {debug}"
+    return f"unexpected error: {type(exc).__name__}: {_one_line(exc)}", debug
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ start), Prefect behaves exactly as without this module.
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 import socket
 import subprocess
@@ -21,31 +22,49 @@ import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 from tasks.time_limit import die_with_parent
+
+PARENT_ENV = "RLMEC_SERVER_PARENT_PID"
 
 
 def create_temporary_app():
     """The uvicorn factory: Prefect's API app as Prefect's own temporary server builds it
     (no UI, only the services an ephemeral server runs)."""
+    die_with_parent()  # also when Popen could not ask for it (threads were running)
+    if os.environ.get(PARENT_ENV) not in (None, str(os.getppid())):
+        os._exit(0)  # the `rlmec` that started it is already gone
     from prefect.server.api.server import create_app
 
     return create_app(ephemeral=True, final=True)
 
 
 class TemporaryServer:
-    def __init__(self, process: subprocess.Popen, port: int, startup_timeout: float):
+    def __init__(
+        self,
+        process: subprocess.Popen,
+        port: int,
+        startup_timeout: float,
+        first_start: int | None = None,
+    ):
         self.process = process
         self.api_url = f"http://127.0.0.1:{port}/api"
         self.startup_timeout = startup_timeout
+        self._first_start = first_start  # the held lock of a new database, see below
 
     def wait_until_ready(self) -> bool:
         """Block until the API answers; on failure stop it and let Prefect start its own."""
         deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline and self.process.poll() is None:
-            if _healthy(self.api_url):
-                return True
-            time.sleep(0.05)
+        try:
+            while time.monotonic() < deadline and self.process.poll() is None:
+                if _healthy(self.api_url):
+                    return True
+                time.sleep(0.05)
+        finally:
+            if self._first_start is not None:
+                os.close(self._first_start)  # the database is made: others may start
+                self._first_start = None
         self.stop()
         _use_api_url(None)
         return False
@@ -70,20 +89,53 @@ def start_temporary_server() -> TemporaryServer | None:
     settings = get_current_settings()
     if settings.api.url or not settings.server.ephemeral.enabled:
         return None
+    first_start = _lock_new_database(settings)
     port = _free_port()
     process = subprocess.Popen(
         [
             *(sys.executable, "-m", "uvicorn", "--factory", f"{__name__}:create_temporary_app"),
             *("--host", "127.0.0.1", "--port", str(port), "--log-level", "error"),
         ],
-        env={**os.environ, **settings.to_environment_variables(exclude_unset=True)},
+        env={
+            **os.environ,
+            **settings.to_environment_variables(exclude_unset=True),
+            PARENT_ENV: str(os.getpid()),
+        },
+        # Its errors (a full disk...) reach the user as rlmec's last line; --debug shows them.
+        stdout=None if os.environ.get("RLMEC_DEBUG") else subprocess.DEVNULL,
+        stderr=None if os.environ.get("RLMEC_DEBUG") else subprocess.DEVNULL,
         # A killed `rlmec` leaves no server behind (preexec_fn is unsafe once threads run).
         preexec_fn=die_with_parent if threading.active_count() == 1 else None,
     )
-    server = TemporaryServer(process, port, settings.server.ephemeral.startup_timeout_seconds)
+    server = TemporaryServer(
+        process, port, settings.server.ephemeral.startup_timeout_seconds, first_start
+    )
     atexit.register(server.stop)
     _use_api_url(server.api_url)
     return server
+
+
+def _lock_new_database(settings) -> int | None:
+    """Two servers creating one new sqlite database at once collide on its tables: while
+    the database does not exist, the first `rlmec` holds a lock until its server answers,
+    and any other waits for it before starting its own."""
+    url = settings.server.database.connection_url
+    url = url.get_secret_value() if hasattr(url, "get_secret_value") else str(url or "")
+    if not url.startswith("sqlite") or ":///" not in url:
+        return None
+    database = Path(url.split(":///", 1)[1])
+    if database.exists():
+        return None
+    try:
+        database.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(f"{database}.rlmec-start.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        return None  # Prefect reports what is wrong with its home itself
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    if database.exists():  # made while this process waited
+        os.close(fd)
+        return None
+    return fd
 
 
 def wait_until_ready(server: TemporaryServer | None) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -16,12 +19,18 @@ from prefect.runtime import flow_run
 from prefect.settings import get_current_settings
 
 from flows.environment import configure_project_logging
+from flows.run_records import INTERRUPTED, close_interrupted_runs
 from rlmec_core.config import STAGES, PipelineConfig
 from storage.atomic import write_json_atomic
 from tasks import tracking
 from tasks.context import RunContext
+from tasks.locks import LOCKS_FOLDER, file_lock
 
 RAN, CACHED, FAILED, NOT_REACHED, SKIPPED = ("ran", "cached", "failed", "not reached", "skipped")
+
+
+class TrackingError(RuntimeError):
+    """The MLflow tracking store cannot be opened or written."""
 
 
 @dataclass
@@ -47,11 +56,13 @@ class StageRunner:
         self.until = until
         self.force_from = STAGES.index(force) if force else None
         self.reports: list[StageReport] = []
+        self.in_flight: str | None = None  # the stage running now, for the run record
         self._stopped = False
         self._on_record = on_record
 
     def _record(self, report: StageReport) -> None:
         self.reports.append(report)
+        self.in_flight = None
         self._on_record()
         client = MlflowClient(self.ctx.mlflow_tracking_uri)
         tracking.set_tags(
@@ -90,13 +101,18 @@ class StageRunner:
         section = ctx.config.stage(stage)
         forced = self.force_from is not None and STAGES.index(stage) >= self.force_from
         started = time.perf_counter()
+        self.in_flight = label
+        self._on_record()
         try:
             ref, cached = self._submit(ctx, stage_task, section, parents, extra_key, forced)
             if cached and not ctx.store.exists(ref["id"]):
                 # The cache remembers an artifact that was deleted from the store: recompute.
                 ref, cached = self._submit(ctx, stage_task, section, parents, extra_key, True)
-        except BaseException:
-            self._record(StageReport(label, FAILED, None, time.perf_counter() - started))
+        except BaseException as exc:
+            status = INTERRUPTED.lower() if isinstance(exc, KeyboardInterrupt) else FAILED
+            # On a full disk this may fail too: the stage's own error is the one to report.
+            with contextlib.suppress(Exception):
+                self._record(StageReport(label, status, None, time.perf_counter() - started))
             raise
         status = SKIPPED if ref["kind"] == "model_ref" else CACHED if cached else RAN
         self._record(StageReport(label, status, ref["id"], time.perf_counter() - started))
@@ -127,8 +143,20 @@ def pipeline_run(
     workspace.mkdir(parents=True, exist_ok=True)
     configure_project_logging(get_current_settings().logging.level)
     uri = config.tracking.mlflow_tracking_uri or tracking.default_tracking_uri(workspace)
-    client = MlflowClient(tracking_uri=uri)
-    experiment_id = tracking.ensure_experiment(client, config.tracking.experiment, workspace)
+    try:
+        # One process at a time creates the store's tables (the client opens the store)
+        # and the experiment.
+        with file_lock(workspace / LOCKS_FOLDER / "mlflow.lock"):
+            client = MlflowClient(tracking_uri=uri)
+            experiment_id = tracking.ensure_experiment(
+                client, config.tracking.experiment, workspace
+            )
+            close_interrupted_runs(workspace, client)
+    except OSError:
+        raise  # the workspace itself (read-only, full): said as such by the CLI
+    except Exception as exc:
+        where = re.sub(r"://[^/@]*@", "://***@", uri)  # never print a password
+        raise TrackingError(f"MLflow tracking store {where} cannot be used: {exc}") from exc
     prefect_run_id = str(flow_run.id) if flow_run.id else None
     parent = client.create_run(
         experiment_id,
@@ -166,8 +194,9 @@ def pipeline_run(
     path = workspace / "runs" / f"{record['started_at'].replace(':', '')}-{parent_id[:8]}.json"
 
     def save() -> None:
-        # Written after every stage, so a killed run still shows how far it got.
+        # Written before and after every stage, so a killed run still shows how far it got.
         record["stages"] = [asdict(r) for r in runner.reports]
+        record["in_flight"] = runner.in_flight
         write_json_atomic(path, record)
 
     runner = StageRunner(ctx, until, force, on_record=save)
@@ -176,10 +205,29 @@ def pipeline_run(
     try:
         yield runner
         status = "FINISHED"
+    except KeyboardInterrupt:
+        status = INTERRUPTED
+        raise
     finally:
-        record.update(status=status, finished_at=_now())
-        save()
-        client.set_terminated(parent_id, status)
+        record.update(status=status, finished_at=_now(), mlflow_closed=True)
+        try:
+            client.set_terminated(parent_id, "KILLED" if status == INTERRUPTED else status)
+        except Exception:  # e.g. a full disk; the next run closes it (close_interrupted_runs)
+            record["mlflow_closed"] = False
+        try:
+            save()
+        except OSError:
+            _save_in_place(path, record)  # a full disk has no room for a new file
+
+
+def _save_in_place(path: Path, record: dict[str, Any]) -> None:
+    """Overwrite the run record in its own blocks: not atomic, but it needs no new space."""
+    try:
+        with path.open("r+b") as handle:
+            handle.write(json.dumps(record, sort_keys=True, default=str).encode("utf-8"))
+            handle.truncate()
+    except OSError:
+        pass
 
 
 def _now() -> str:

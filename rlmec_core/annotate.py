@@ -45,6 +45,7 @@ from rlmec_core.logprobs import (
     supports_prefix_cache,
 )
 from rlmec_core.policy_prompt import format_policy_prompt
+from rlmec_core.prompt_format import PLAIN, PromptStyle
 from rlmec_core.rewards import KEEP_THRESHOLD, instance_rewards, token_rewards
 from rlmec_core.trainers.sft import IGNORE_INDEX, tokenize_example
 from rlmec_core.verification import Verifier
@@ -69,10 +70,11 @@ _DEDUP_IGNORED = re.compile(r"[\s.]")
 
 
 def split_tokenize(
-    tokenizer: PreTrainedTokenizerBase, prompt: str, response: str
+    tokenizer: PreTrainedTokenizerBase, prompt: str, response: str, eos_id: int | None = None
 ) -> tuple[list[int], list[int]]:
-    """``(prompt_ids, response_ids + [EOS])`` exactly as ``tokenize_example`` builds them."""
-    example = tokenize_example(tokenizer, prompt, response, max_length=sys.maxsize)
+    """``(prompt_ids, response_ids + [EOS])`` exactly as ``tokenize_example`` builds them
+    (``eos_id``: the token ending the response, default the tokenizer's EOS)."""
+    example = tokenize_example(tokenizer, prompt, response, max_length=sys.maxsize, eos_id=eos_id)
     n_prompt = sum(label == IGNORE_INDEX for label in example["labels"])
     return example["input_ids"][:n_prompt], example["input_ids"][n_prompt:]
 
@@ -364,13 +366,13 @@ def token_steps(
 ) -> list[int | None]:
     """The step (non-empty line index, as ``split_steps`` numbers them) of each token.
 
-    ``token_ids`` is ``text``'s response ids, optionally ending with EOS. A token belongs to
-    the step of its first non-whitespace character; a whitespace-only token to the line it
-    starts on (a step's closing newline belongs to that step). EOS and tokens on blank lines
-    get None.
+    ``token_ids`` is ``text``'s response ids, optionally ending with EOS (or another special
+    token: a chat template's end of turn). A token belongs to the step of its first
+    non-whitespace character; a whitespace-only token to the line it starts on (a step's
+    closing newline belongs to that step). EOS and tokens on blank lines get None.
     """
     body = list(token_ids)
-    if body and body[-1] == tokenizer.eos_token_id:
+    if body and (body[-1] == tokenizer.eos_token_id or body[-1] in tokenizer.all_special_ids):
         body = body[:-1]
     spans = _token_spans(tokenizer, text, body)
 
@@ -429,27 +431,39 @@ def _check_samples(rows: Sequence[Mapping[str, Any]]) -> None:
 
 
 def _prepare(
-    tokenizer: PreTrainedTokenizerBase, row: Mapping[str, Any], rewrite: str, step: int
+    tokenizer: PreTrainedTokenizerBase,
+    row: Mapping[str, Any],
+    rewrite: str,
+    step: int,
+    style: PromptStyle = PLAIN,
 ) -> _Pending:
     y = row["prediction"]
-    prompt_ids, response_ids = split_tokenize(tokenizer, format_policy_prompt(row["question"]), y)
+    end = style.response_end(tokenizer)
+    prompt_ids, response_ids = split_tokenize(
+        tokenizer, format_policy_prompt(row["question"], style), y, end
+    )
     grm_prompt_ids, grm_response_ids = split_tokenize(
-        tokenizer, rewrite_prompt(row["question"], row["gold_solution"], y), y
+        tokenizer, rewrite_prompt(row["question"], row["gold_solution"], y, style), y, end
     )
     if grm_response_ids != response_ids:  # separate tokenisation makes this impossible
         raise AssertionError(f"sample {row['sample_id']!r}: response ids depend on the prompt")
     if rewrite == y:
         target_ids = response_ids
     else:  # the response side of tokenize_example: no special tokens, then EOS
-        target_ids = [
-            *tokenizer(rewrite, add_special_tokens=False)["input_ids"],
-            tokenizer.eos_token_id,
-        ]
+        target_ids = [*tokenizer(rewrite, add_special_tokens=False)["input_ids"], end]
     return _Pending(row, rewrite, step, prompt_ids, grm_prompt_ids, response_ids, target_ids)
 
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
+
+
+def rows_for_grm(samples: Sequence[Mapping[str, Any]] | Dataset) -> list[Mapping[str, Any]]:
+    """The rows ``annotate_samples`` has the GRM rewrite: the incorrect samples left after
+    de-duplication, in input order."""
+    rows = list(samples)
+    _check_samples(rows)
+    return [row for row in dedup_correct(rows)[0] if not row["correct"]]
 
 
 def annotate_samples(
@@ -464,14 +478,23 @@ def annotate_samples(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     verifier: Verifier | None = None,
     progress: bool = True,
+    verdicts: Sequence[GrmVerdict] | None = None,
+    style: PromptStyle | None = None,
 ) -> tuple[Dataset, dict[str, float]]:
     """Stage 4 over stage-2 rows (DISTILLED_FEATURES): RL_FEATURES rows and metrics.
+
+    ``style``: the prompts' format (``rlmec_core.prompt_format``; default plain) for the
+    GRM's prompts and the policy's, and the token that ends every response.
 
     A GRM rewrite is kept when it names a wrong step, reaches the gold answer and, where
     ``verifier`` applies, every step checks (else the sample is dropped as "unverified").
     ``reward_mode="instance"`` writes the ``no_token_reward`` ablation's rewards (one
     instance-level value per token); the GRM still scores every token for the metrics.
     Rows keep the input order. See ``annotation_metrics`` for the metrics.
+
+    ``verdicts``: the GRM's verdicts on ``rows_for_grm(samples)``, when they were generated
+    elsewhere (a generation server); else ``grm_model`` generates them here. Rewards and
+    reference log-probs are always this process's HF forward passes.
     """
     if reward_mode not in ("token", "instance"):
         raise ValueError(f"reward_mode must be 'token' or 'instance', got {reward_mode!r}")
@@ -484,14 +507,17 @@ def annotate_samples(
 
     # a. Only incorrect samples need the GRM: a correct y is its own rewrite.
     incorrect = [row for row in unique if not row["correct"]]
-    verdicts = grm_rewrites(
-        grm_model,
-        tokenizer,
-        incorrect,
-        batch_size=batch_size,
-        max_new_tokens=max_new_tokens,
-        progress=progress,
-    )
+    style = style or PLAIN
+    if verdicts is None:
+        verdicts = grm_rewrites(
+            grm_model,
+            tokenizer,
+            incorrect,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            progress=progress,
+            style=style,
+        )
     if len(verdicts) != len(incorrect):
         raise ValueError(f"{len(verdicts)} GRM verdicts for {len(incorrect)} incorrect samples")
     judged = iter(verdicts)
@@ -499,7 +525,7 @@ def annotate_samples(
     pending: list[_Pending] = []
     for row in unique:
         if row["correct"]:
-            pending.append(_prepare(tokenizer, row, row["prediction"], -1))
+            pending.append(_prepare(tokenizer, row, row["prediction"], -1, style))
             continue
         verdict = next(judged)
         reason = _miss_reason(verdict, row["gold_answer"])
@@ -508,7 +534,7 @@ def annotate_samples(
         if reason is not None:
             misses[reason] = misses.get(reason, 0) + 1
             continue
-        pending.append(_prepare(tokenizer, row, verdict.text, verdict.error_step))
+        pending.append(_prepare(tokenizer, row, verdict.text, verdict.error_step, style))
 
     # b, c. One batched pass of each model over the same response ids.
     responses = [p.response_ids for p in pending]

@@ -1,12 +1,16 @@
-"""The offline initial policy: a tokenizer and tiny Llama trained from scratch by SFT.
+"""The initial policy: a local model, or a tokenizer and tiny Llama trained from scratch,
+fine-tuned by SFT on the gold solutions.
 
-RLMEC starts from a policy that already solves some problems and fails others; offline,
-with no hub, we make one: train a tokenizer on the training problems, build a tiny
-Llama, fine-tune it on the gold solutions, and measure greedy accuracy on dev.
+RLMEC starts from a policy that already solves some problems and fails others. With a
+local Hugging Face model (``bootstrap.model_path``) that model is fine-tuned on the train
+split's gold solutions first, as the method does, so it writes solutions in the pipeline's
+format. Offline, with no hub, we make one: train a tokenizer on the training problems,
+build a tiny Llama, fine-tune it the same way. Both then get their greedy dev accuracy.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -20,10 +24,15 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from rlmec_core.config import BootstrapSection
 from rlmec_core.evaluation import greedy_accuracy
 from rlmec_core.grm_data import CORRECT_RESPONSE, error_step_prompt, rewrite_prompt
-from rlmec_core.modeling import build_tiny_llama
+from rlmec_core.modeling import build_tiny_llama, load_policy
 from rlmec_core.policy_prompt import format_policy_prompt
+from rlmec_core.precision import torch_dtype
+from rlmec_core.prompt_format import prompt_style
 from rlmec_core.tokenizer import train_tokenizer
+from rlmec_core.trainers.lora import lora_dtype
 from rlmec_core.trainers.sft import checkpoint_step, train_sft
+
+logger = logging.getLogger(__name__)
 
 
 def tokenizer_corpus(train: Iterable[Mapping[str, Any]]) -> Iterator[str]:
@@ -63,15 +72,20 @@ def bootstrap_policy(
     *,
     seed: int,
     checkpoint_dir: str | Path | None = None,
+    model_path: str | Path | None = None,
+    prompt_format: str = "auto",
 ) -> dict[str, Any]:
     """Train the initial policy on ``splits["train"]``, evaluate it on ``splits["dev"]``,
-    save it to ``out_dir`` (only the final model and tokenizer). ``cfg`` sizes the model
-    and sets the training; ``seed`` seeds the initialisation and the data order.
+    save it to ``out_dir`` (only the final model and tokenizer). ``model_path``: a local
+    Hugging Face model to fine-tune; None: a tiny Llama sized by ``cfg``, with a tokenizer
+    trained here. ``cfg`` sets the training (precision, LoRA...); ``seed`` seeds the
+    initialisation and the data order. ``prompt_format``: ``prompts.format``.
 
     SFT checkpoints and the trained tokenizer live in ``checkpoint_dir`` (default:
     ``<out_dir>-checkpoints`` next to it), so a rerun after an interruption resumes.
     Returns metrics: dev_accuracy, dev_n, train_loss, final_loss, sft_steps, n_params,
-    vocab_size, sft_seconds, eval_seconds, seconds, loss_history.
+    vocab_size, sft_seconds, eval_seconds, seconds, loss_history, and ``prompt_format``
+    (the resolved style's name, ``plain`` or ``chat``).
     """
     for split in ("train", "dev"):
         if split not in splits:
@@ -86,42 +100,53 @@ def bootstrap_policy(
         else out_dir.with_name(f"{out_dir.name}-checkpoints")
     )
     train = splits["train"]
+    if model_path is not None:
+        model, tokenizer = load_policy(
+            model_path, dtype=lora_dtype(torch_dtype(cfg.precision), cfg.lora)
+        )
+        positions = getattr(model.config, "max_position_embeddings", None) or cfg.max_length
+        if cfg.learning_rate >= 1e-3:
+            logger.warning(
+                "bootstrap: learning_rate %g fine-tunes %s; that suits the tiny model trained "
+                "from scratch, a pretrained one wants about 1e-5 (bootstrap.learning_rate)",
+                cfg.learning_rate,
+                model_path,
+            )
+    else:
+        tokenizer = _offline_tokenizer(train, cfg, checkpoint_dir)
+        model = build_tiny_llama(
+            tokenizer,
+            hidden_size=cfg.hidden_size,
+            num_layers=cfg.num_layers,
+            num_heads=cfg.num_heads,
+            intermediate_size=cfg.intermediate_size,
+            max_position_embeddings=cfg.max_position_embeddings,
+            seed=seed,
+        )
+        positions = cfg.max_position_embeddings
+    style = prompt_style(tokenizer, prompt_format)
     examples = [
-        {"prompt": format_policy_prompt(q), "response": s}
+        {"prompt": format_policy_prompt(q, style), "response": s}
         for q, s in zip(train["question"], train["gold_solution"], strict=True)
     ]
-
-    # The tokenizer is kept with the checkpoints: a resumed run must reuse the same ids.
-    tokenizer_dir = checkpoint_dir / "tokenizer"
-    if not (tokenizer_dir / "tokenizer.json").is_file():
-        trained = train_tokenizer(tokenizer_corpus(train), cfg.vocab_size)
-        tmp = checkpoint_dir / f".tokenizer.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        trained.save_pretrained(tmp)
-        os.replace(tmp, tokenizer_dir)
-    # Always the saved copy, fresh run or resumed one, so both save byte-identical files.
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
-
-    model = build_tiny_llama(
-        tokenizer,
-        hidden_size=cfg.hidden_size,
-        num_layers=cfg.num_layers,
-        num_heads=cfg.num_heads,
-        intermediate_size=cfg.intermediate_size,
-        max_position_embeddings=cfg.max_position_embeddings,
-        seed=seed,
-    )
     # A sequence longer than the model's positions cannot be trained on.
-    training = cfg.model_copy(
-        update={"max_length": min(cfg.max_length, cfg.max_position_embeddings)}
+    training = cfg.model_copy(update={"max_length": min(cfg.max_length, positions)})
+    sft = train_sft(
+        model,
+        tokenizer,
+        examples,
+        checkpoint_dir / "sft",
+        training,
+        seed=seed,
+        eos_id=style.response_end(tokenizer),
     )
-    sft = train_sft(model, tokenizer, examples, checkpoint_dir / "sft", training, seed=seed)
     dev = greedy_accuracy(
         model,
         tokenizer,
         splits["dev"],
         batch_size=cfg.eval_batch_size,
         max_new_tokens=cfg.eval_max_new_tokens,
+        style=style,
     )
     save_policy_atomically(model, tokenizer, out_dir)
     return {
@@ -133,10 +158,28 @@ def bootstrap_policy(
         # 0 for a fresh run; the checkpoint's step when an interrupted run was resumed.
         "resumed_from_step": checkpoint_step(sft["resumed_from"]),
         "n_params": sum(p.numel() for p in model.parameters()),
+        "trainable_params": sft["trainable_params"],
         "vocab_size": len(tokenizer),
         "sft_seconds": sft["runtime_s"],
         "eval_seconds": dev["seconds"],
         "eval_tokens_per_second": dev["tokens_per_second"],
         "seconds": time.perf_counter() - start,
         "loss_history": sft["loss_history"],
+        "prompt_format": style.name,
     }
+
+
+def _offline_tokenizer(
+    train: Iterable[Mapping[str, Any]], cfg: BootstrapSection, checkpoint_dir: Path
+) -> PreTrainedTokenizerBase:
+    """The tiny policy's tokenizer, trained on ``train`` and kept with the checkpoints: a
+    resumed run must reuse the same ids."""
+    tokenizer_dir = checkpoint_dir / "tokenizer"
+    if not (tokenizer_dir / "tokenizer.json").is_file():
+        trained = train_tokenizer(tokenizer_corpus(train), cfg.vocab_size)
+        tmp = checkpoint_dir / f".tokenizer.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        trained.save_pretrained(tmp)
+        os.replace(tmp, tokenizer_dir)
+    # Always the saved copy, fresh run or resumed one, so both save byte-identical files.
+    return AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)

@@ -11,7 +11,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from rlmec_core.answers import answers_match, extract_answer
 from rlmec_core.data.schema import SAMPLE_FEATURES
 from rlmec_core.generation import generate_solutions
+from rlmec_core.generation_server import ServedModel
 from rlmec_core.policy_prompt import format_policy_prompt
+from rlmec_core.prompt_format import PromptStyle
 
 
 def label_samples(
@@ -65,7 +67,7 @@ def sample_metrics(rows: Sequence[Mapping[str, Any]], n_problems: int) -> dict[s
 
 
 def collect_samples(
-    model: PreTrainedModel,
+    model: PreTrainedModel | ServedModel,
     tokenizer: PreTrainedTokenizerBase,
     problems: Dataset | Sequence[Mapping[str, Any]],
     *,
@@ -76,13 +78,14 @@ def collect_samples(
     batch_size: int,
     seed: int,
     progress: bool = True,
+    style: PromptStyle | None = None,
 ) -> tuple[Dataset, dict[str, float]]:
     """Sample ``k`` solutions per problem in batches and label them (stage 1)."""
     problems = list(problems)
     result = generate_solutions(
         model,
         tokenizer,
-        [format_policy_prompt(p["question"]) for p in problems],
+        [format_policy_prompt(p["question"], style) for p in problems],
         num_return_sequences=k,
         temperature=temperature,
         top_p=top_p,

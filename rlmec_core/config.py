@@ -8,11 +8,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shlex
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from rlmec_core.config_yaml import YamlInputError, clip, load_yaml
 
 STAGES = (
     "data",
@@ -26,7 +37,10 @@ STAGES = (
 )
 
 # Fields that change how a stage is run, not what it computes.
-OPERATIONAL_FIELDS = frozenset({"retries", "retry_delay_seconds", "timeout_seconds"})
+# gradient_checkpointing trades compute for memory; the gradients are the same.
+OPERATIONAL_FIELDS = frozenset(
+    {"retries", "retry_delay_seconds", "timeout_seconds", "gradient_checkpointing"}
+)
 
 # The policy variants of stage 5: the method, its two ablations and two baselines.
 # rlmec: L_RL + λ·L_IM with the GRM's token rewards; no_imitation: λ = 0; no_token_reward:
@@ -37,9 +51,13 @@ Variant = Literal[VARIANTS]  # type: ignore[valid-type]
 
 # The top-level sections a stage reads besides its own: they are part of its cache key.
 SHARED_SECTIONS: dict[str, tuple[str, ...]] = {
+    "bootstrap": ("prompts",),
+    "collect": ("generation", "prompts"),
     "distill": ("verification",),
-    "train_grm": ("verification",),
-    "annotate": ("verification",),
+    "train_grm": ("verification", "generation", "prompts"),
+    "annotate": ("verification", "generation", "prompts"),
+    "train_policy": ("prompts",),
+    "evaluate": ("generation", "prompts"),
 }
 
 
@@ -53,9 +71,10 @@ class Section(BaseModel):
 
 
 class StageSection(Section):
-    retries: Annotated[int, Field(ge=0)] = 0
-    retry_delay_seconds: Annotated[float, Field(ge=0)] = 5.0
-    timeout_seconds: Annotated[float | None, Field(gt=0)] = None
+    retries: Annotated[int, Field(ge=0, le=100)] = 0
+    # Bounded: Prefect cannot schedule a retry days away (an OverflowError, not a wait).
+    retry_delay_seconds: Annotated[float, Field(ge=0, le=86_400)] = 5.0
+    timeout_seconds: Annotated[float | None, Field(gt=0, le=31_536_000)] = None  # a year
 
     def semantic(self) -> dict[str, Any]:
         """The fields that define what the stage computes (used for cache keys)."""
@@ -72,10 +91,26 @@ class RunSection(Section):
     seed: Seed = 0
 
 
+# What MLflow can track to: a database (``sqlite:///…``, ``postgresql+psycopg2://…``), a
+# tracking server, Databricks, or a local folder (``file:`` or a plain path).
+TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file")
+
+
 class TrackingSection(Section):
     # None: a sqlite store inside the workspace (``sqlite:///<workspace>/mlflow.db``).
-    mlflow_tracking_uri: str | None = None
-    experiment: str = "rlmec"
+    mlflow_tracking_uri: Annotated[str | None, Field(min_length=1)] = None
+    experiment: Annotated[str, Field(min_length=1, max_length=500)] = "rlmec"
+
+    @field_validator("mlflow_tracking_uri")
+    @classmethod
+    def _known_scheme(cls, uri: str | None) -> str | None:
+        scheme = uri.split("://", 1)[0].split("+", 1)[0] if uri and "://" in uri else ""
+        if uri and scheme not in (*TRACKING_SCHEMES, "") and not scheme.startswith("databricks"):
+            raise ValueError(
+                f"unsupported scheme {clip(scheme, 40)!r}; use one of "
+                f"{', '.join(TRACKING_SCHEMES)}, databricks, or a folder"
+            )
+        return uri
 
 
 class SyntheticSection(Section):
@@ -96,11 +131,30 @@ class SyntheticSection(Section):
         return self
 
 
+# An eval set's name names its file in the data artifact and its column in the tables:
+# a plain identifier, never one of the splits' names.
+_EVAL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+RESERVED_EVAL_NAMES = frozenset(
+    {"train", "dev", "test", "synthetic", "synthetic_train", "synthetic_dev", "synthetic_test"}
+)
+
+
 class EvalFile(Section):
     name: str
-    path: str  # a relative path is resolved against the config file's folder
+    path: Annotated[str, Field(min_length=1)]  # relative: against the config file's folder
     format: Literal["gsm8k", "svamp", "qa"] | None = None
     limit: Annotated[int | None, Field(ge=1)] = None
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        if not _EVAL_NAME.fullmatch(name):
+            raise ValueError(
+                "must be a letter then up to 63 letters, digits, '_' or '-' (it names a file)"
+            )
+        if name.lower() in RESERVED_EVAL_NAMES:
+            raise ValueError(f"{name!r} is reserved for the synthetic splits; choose another")
+        return name
 
 
 class DataSection(StageSection):
@@ -108,6 +162,51 @@ class DataSection(StageSection):
     train_file: EvalFile | None = None
     synthetic: SyntheticSection = SyntheticSection()
     eval_files: list[EvalFile] = []
+
+    @field_validator("eval_files")
+    @classmethod
+    def _unique_names(cls, files: list[EvalFile]) -> list[EvalFile]:
+        seen: dict[str, int] = {}
+        for index, item in enumerate(files):
+            first = seen.setdefault(item.name.lower(), index)  # one file on any file system
+            if first != index:
+                raise ValueError(
+                    f"items {first} and {index} are both named {item.name!r}; names must differ"
+                )
+        return files
+
+
+# auto: bf16 on a GPU that supports it, else fp32 (``rlmec_core.precision``).
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+class PromptsSection(Section):
+    """How prompts are shown to the models (``rlmec_core.prompt_format``): ``chat`` wraps
+    the policy's and the GRM's prompts in the tokenizer's chat template (one user message,
+    then the assistant turn), ``plain`` uses the bare text prompts, ``auto`` is chat when
+    the tokenizer has a chat template."""
+
+    format: Literal["auto", "plain", "chat"] = "auto"
+
+
+class LoraSection(Section):
+    """LoRA adapters (``peft``) instead of full fine-tuning; merged into the saved model."""
+
+    r: Annotated[int, Field(ge=1)] = 16
+    alpha: Annotated[float, Field(gt=0)] = 32.0
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    # Module names (e.g. [q_proj, v_proj]) or "all-linear": every linear layer but the head.
+    target_modules: list[Annotated[str, Field(min_length=1)]] | Literal["all-linear"] = "all-linear"
+
+
+class LauncherSection(Section):
+    """How a training stage runs: in the task's process (``local``) or under ``accelerate
+    launch`` with ``num_processes`` processes (``config_file``: an accelerate config, e.g.
+    for DeepSpeed or FSDP). ``batch_size`` is per process."""
+
+    kind: Literal["local", "accelerate"] = "local"
+    num_processes: Annotated[int, Field(ge=1)] = 1
+    config_file: str | None = None  # a relative path is resolved against the config's folder
 
 
 class TrainingSection(StageSection):
@@ -129,10 +228,15 @@ class TrainingSection(StageSection):
     save_total_limit: Annotated[int | None, Field(ge=1)] = 2  # checkpoints kept; None: all
     # Steps per logged point of the loss curves, and per progress line off a terminal.
     logging_steps: Annotated[int, Field(ge=1)] = 10
+    precision: Precision = "auto"  # mixed precision; the losses stay float32
+    gradient_checkpointing: bool = False
+    lora: LoraSection | None = None  # None: full fine-tuning
 
 
 class BootstrapSection(TrainingSection):
-    # A local Hugging Face model directory; when set, bootstrap trains nothing.
+    # A local Hugging Face model directory: the policy starts from it and is fine-tuned on
+    # the train split's gold solutions (the settings below; epochs 0: used as it is).
+    # Without it a tiny Llama is trained from scratch, sized by the fields after this one.
     model_path: str | None = None
     # Defaults: the tiny offline policy (about 0.5M parameters; 20–80% dev accuracy).
     vocab_size: Annotated[int, Field(ge=64)] = 1024
@@ -141,7 +245,7 @@ class BootstrapSection(TrainingSection):
     num_heads: Annotated[int, Field(ge=1)] = 4
     intermediate_size: Annotated[int, Field(ge=8)] = 384
     max_position_embeddings: Annotated[int, Field(ge=32)] = 512
-    epochs: Annotated[float, Field(gt=0)] = 5.0
+    epochs: Annotated[float, Field(ge=0)] = 5.0
     learning_rate: Annotated[float, Field(gt=0)] = 3e-3
     adam_beta2: Annotated[float, Field(gt=0, lt=1)] = 0.98  # short memory: faster at a high LR
     max_length: Annotated[int, Field(ge=8)] = 512
@@ -153,6 +257,10 @@ class BootstrapSection(TrainingSection):
     def _heads_divide_hidden(self) -> BootstrapSection:
         if self.hidden_size % self.num_heads:
             raise ValueError("hidden_size must be divisible by num_heads")
+        if self.epochs == 0 and self.model_path is None:
+            raise ValueError("epochs 0 (no training) needs model_path: a model to start from")
+        if self.epochs == 0 and self.max_steps is not None:
+            raise ValueError("epochs 0 skips training; max_steps would train: set one of them")
         return self
 
 
@@ -180,6 +288,9 @@ class ChatTeacherSection(Section):
     max_retries: Annotated[int, Field(ge=0)] = 5
     concurrency: Annotated[int, Field(ge=1)] = 4
     max_tokens: Annotated[int, Field(ge=1)] = 1024
+    # A sample whose calls still fail after max_retries abstains; the stage fails only
+    # when more than this fraction of its samples do (an outage, a wrong key).
+    max_failed_fraction: Annotated[float, Field(ge=0, le=1)] = 0.05
 
 
 class DistillSection(StageSection):
@@ -211,11 +322,13 @@ class TrainGrmSection(TrainingSection):
     save_steps: Annotated[int, Field(ge=1)] = 50
     eval_batch_size: Annotated[int, Field(ge=1)] = 32
     max_new_tokens: Annotated[int, Field(ge=1)] = 512
+    launcher: LauncherSection = LauncherSection()
 
 
 class AnnotateSection(StageSection):
     batch_size: Annotated[int, Field(ge=1)] = 32
     max_new_tokens: Annotated[int, Field(ge=1)] = 512
+    precision: Precision = "auto"  # the dtype the GRM and the reference model run in
 
 
 class TrainPolicySection(TrainingSection):
@@ -230,6 +343,7 @@ class TrainPolicySection(TrainingSection):
     # The training seed, separate from run.seed so an ablation over seeds reuses every
     # upstream artifact.
     seed: Seed = 0
+    launcher: LauncherSection = LauncherSection()
 
     def for_variant(self, variant: str, seed: int | None = None) -> TrainPolicySection:
         """This section for one variant (and seed), at the variant's own learning rate."""
@@ -257,10 +371,90 @@ class EvaluateSection(StageSection):
     split: Literal["test", "dev"] = "test"
 
 
+# The placeholders ``generation.launch`` may use, filled in for each model it serves.
+LAUNCH_PLACEHOLDERS = ("model_dir", "port", "model", "python")
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_]\w*)\}")
+
+
+class GenerationSection(Section):
+    """Where collect, train_grm, annotate and evaluate generate text (``generation_server``).
+
+    ``hf``: ``model.generate`` in the stage's own process. ``openai``: any OpenAI-compatible
+    *completions* endpoint (vLLM, SGLang, TGI, llama.cpp server): prompts go out as token
+    ids, so tokenisation is the hf path's. Token rewards and reference log-probs are always
+    computed by the HF forward pass, whatever the backend.
+
+    ``launch``: a command that serves one model folder, e.g. ``vllm serve {model_dir} --port
+    {port} --served-model-name {model}`` (placeholders: ``{model_dir}``, ``{port}``,
+    ``{model}``, ``{python}``: the stage's interpreter). The stage starts it for each model
+    it generates with, waits until ``GET {base_url}/models`` answers, and stops it after.
+    ``{port}`` in ``base_url`` means a free port chosen at each launch. Without ``launch``
+    the server at ``base_url`` must serve the stage's model (named ``model``): that suits
+    collect only, since train_grm, annotate and evaluate generate with models this pipeline
+    trains, and they refuse to run without ``launch``.
+    ``api_key_env`` is the *name* of the environment variable holding the key (None: no
+    auth); the key never reaches a log, MLflow or an artifact. ``concurrency`` bounds the
+    requests in flight (one per prompt, ``n`` samples each; the stages' ``batch_size``
+    applies to the hf backend); ``max_retries`` retries 408/409/429/5xx, timeouts and
+    malformed bodies with exponential backoff; ``launch_timeout_s`` bounds a server's start.
+    """
+
+    backend: Literal["hf", "openai"] = "hf"
+    base_url: str | None = None
+    model: str | None = None
+    launch: str | None = None
+    api_key_env: str | None = None
+    concurrency: Annotated[int, Field(ge=1)] = 8
+    timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    max_retries: Annotated[int, Field(ge=0)] = 5
+    launch_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+
+    @model_validator(mode="after")
+    def _usable(self) -> GenerationSection:
+        if self.backend != "openai":
+            return self
+        if not self.base_url:
+            raise ValueError(
+                "backend openai needs base_url (e.g. http://127.0.0.1:8000/v1, or "
+                "http://127.0.0.1:{port}/v1 with launch)"
+            )
+        unknown = set(_PLACEHOLDER.findall(self.base_url)) - {"port"}
+        if unknown:
+            raise ValueError(f"base_url: unknown placeholder {{{sorted(unknown)[0]}}}")
+        port_placeholder = "{port}" in self.base_url
+        if self.launch is None:
+            if port_placeholder:
+                raise ValueError("base_url has {port}, which only launch fills in")
+            if not self.model:
+                raise ValueError("without launch, model must name the model the server serves")
+            return self
+        if not self.launch.strip():
+            raise ValueError("launch is empty; use null for a server that is already running")
+        try:
+            shlex.split(self.launch)
+        except ValueError as exc:
+            raise ValueError(f"launch is not a valid command line: {exc}") from None
+        names = set(_PLACEHOLDER.findall(self.launch))
+        if "model_dir" not in names:
+            raise ValueError("launch must contain {model_dir}: the model folder it serves")
+        if port_placeholder and "port" not in names:
+            raise ValueError("base_url has {port}: launch must pass {port} to the server")
+        return self
+
+    def semantic(self) -> dict[str, Any]:
+        """What decides the generated text: with hf nothing here; with openai where it is
+        served (retries, concurrency, time limits and the key's variable do not)."""
+        if self.backend == "hf":
+            return {"backend": "hf"}
+        return self.model_dump(mode="json", include={"backend", "base_url", "model", "launch"})
+
+
 class PipelineConfig(Section):
     run: RunSection = RunSection()
     tracking: TrackingSection = TrackingSection()
     verification: VerificationSection = VerificationSection()
+    generation: GenerationSection = GenerationSection()
+    prompts: PromptsSection = PromptsSection()
     data: DataSection = DataSection()
     bootstrap: BootstrapSection = BootstrapSection()
     collect: CollectSection = CollectSection()
@@ -290,7 +484,7 @@ class PipelineConfig(Section):
             "seed": self.run.seed,
             "section": self.stage(name).semantic(),
             **{
-                shared: getattr(self, shared).model_dump(mode="json")
+                shared: _shared_fields(getattr(self, shared))
                 for shared in SHARED_SECTIONS.get(name, ())
             },
         }
@@ -300,31 +494,75 @@ class PipelineConfig(Section):
         return _hash_json(self.model_dump(mode="json"))
 
 
+def _shared_fields(section: Section) -> dict[str, Any]:
+    """A shared section's part of a cache key: its ``semantic()`` where it has one."""
+    semantic = getattr(section, "semantic", None)
+    return semantic() if semantic is not None else section.model_dump(mode="json")
+
+
 def _hash_json(payload: Any) -> str:
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+MAX_REPORTED_ERRORS = 5
+
+
 def _format_errors(path: Path, error: ValidationError) -> str:
-    lines = [f"{path}: invalid configuration"]
+    """One line: the file, then each field's path and problem (the first few)."""
+    problems = []
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"]) or "<root>"
         if item["type"] == "extra_forbidden":
-            lines.append(f"  {where}: unknown key")
+            problems.append(f"{where}: unknown key")
         else:
-            lines.append(f"  {where}: {item['msg']} (got {item.get('input')!r})")
-    return "\n".join(lines)
+            message = clip(item["msg"].removeprefix("Value error, "))
+            given = item.get("input")  # a whole section (a check across its fields): not shown
+            got = "" if isinstance(given, dict) else f" (got {clip(repr(given), 80)})"
+            problems.append(f"{where}: {message}{got}")
+    more = len(problems) - MAX_REPORTED_ERRORS
+    shown = problems[:MAX_REPORTED_ERRORS] + ([f"and {more} more"] if more > 0 else [])
+    return f"{path}: invalid configuration: {'; '.join(shown)}"
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few kB; /dev/zero is not one
+
+
+def _read_text(path: Path) -> str:
+    try:
+        if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a config")
+        if path.exists() and not path.is_dir() and not path.is_file():
+            raise ConfigError(f"{path}: not a regular file")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    try:
+        return data.decode("utf-8-sig")  # a byte order mark is allowed
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}, line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
+            "save the file as UTF-8"
+        ) from None
 
 
 def load_config(path: str | Path) -> PipelineConfig:
-    """Load and validate a YAML config; errors name the file and each field's path."""
+    """Load and validate a YAML config; errors name the file and each field's path.
+
+    Duplicate keys, aliases that expand past a small size and non-finite numbers are
+    errors too (``rlmec_core.config_yaml``); a byte order mark and CRLF line ends are fine.
+    """
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raw = load_yaml(_read_text(path))
+    except YamlInputError as exc:
+        where = f"{path}, line {exc.line}" if exc.line else str(path)
+        raise ConfigError(f"{where}: {exc.reason}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

@@ -9,6 +9,7 @@ its own shard; a rerun reads all shards, skips the samples they hold and continu
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -28,6 +29,7 @@ from rlmec_core.progress import Progress
 from rlmec_core.teachers.base import Teacher
 from rlmec_core.verification import Verifier
 
+logger = logging.getLogger(__name__)
 SHARD_GLOB = "shard-*.jsonl"
 # correct: y is right (its answer and, where checked, every step); kept: the teacher's
 # rewrite reaches gold (and every step checks); abstained: the teacher could not judge;
@@ -38,12 +40,23 @@ TEACHER_STATUSES = ("correct", "kept", "abstained", "wrong_answer", "unverified"
 class DistillError(RuntimeError):
     """The teacher failed on one sample; the samples finished before it are in the shards."""
 
-    def __init__(self, sample_id: str, teacher_name: str, cause: BaseException) -> None:
+    def __init__(
+        self, sample_id: str, teacher_name: str, cause: BaseException, note: str = ""
+    ) -> None:
         super().__init__(
             f"teacher {teacher_name!r} failed on sample {sample_id!r}: "
-            f"{type(cause).__name__}: {cause}"
+            f"{type(cause).__name__}: {cause}" + (f" ({note})" if note else "")
         )
         self.sample_id = sample_id
+
+
+class _Abstaining:
+    """The verdict of a teacher that gave up on a sample: none."""
+
+    name = "abstaining"
+
+    def rewrite(self, question: str, gold_solution: str, prediction: str) -> None:
+        return None
 
 
 def _sample_fields(sample: Mapping[str, Any], index: int) -> dict[str, Any]:
@@ -189,6 +202,7 @@ def distill_rewrites(
     concurrency: int = 1,
     verification: VerificationSection | None = None,
     progress: bool = True,
+    max_failed_fraction: float = 0.0,
 ) -> list[dict[str, Any]]:
     """DISTILLED_FEATURES rows for ``samples`` (SAMPLE_FEATURES rows), in input order.
 
@@ -196,7 +210,10 @@ def distill_rewrites(
     configuration: the stage keys it by its cache key). Correct samples reach the teacher
     only when the step checker rejects them (see ``judge_sample``). At most
     ``concurrency`` teacher calls run at once. If the teacher raises, the calls in flight
-    finish and are saved, then DistillError names the failed sample.
+    finish and are saved, then DistillError names the failed sample. Errors of the types
+    in the teacher's ``sample_errors`` (a chat teacher that exhausted its retries) only
+    make that sample abstain, unsaved so a rerun asks again, until more than
+    ``max_failed_fraction`` of the samples to do failed.
     """
     verifier = Verifier(verification or VerificationSection(steps="off"))
     if concurrency < 1:
@@ -218,13 +235,36 @@ def distill_rewrites(
     writer = _ShardWriter(shard_dir)
     bar = Progress(len(todo), f"distil ({teacher.name})", enabled=progress)
     lock = threading.Lock()
+    tolerated: tuple[type[BaseException], ...] = getattr(teacher, "sample_errors", ())
+    failed: list[str] = []
+    allowed = int(max_failed_fraction * len(todo))
 
     def finish(sample: dict[str, Any]) -> None:
         try:
             row = judge_sample(sample, teacher, verifier)
+        except tolerated as e:
+            row = judge_sample(sample, _Abstaining(), verifier)
+            with lock:
+                failed.append(sample["sample_id"])
+                count = len(failed)
+            if count > allowed:
+                note = (
+                    f"{count} of {len(todo)} samples failed, more than "
+                    f"max_failed_fraction {max_failed_fraction:g}"
+                )
+                raise DistillError(sample["sample_id"], teacher.name, e, note) from e
+            logger.warning(
+                "teacher %s gave up on sample %s (%s); it abstains (%d of %d allowed)",
+                teacher.name,
+                sample["sample_id"],
+                e,
+                count,
+                allowed,
+            )
         except Exception as e:
             raise DistillError(sample["sample_id"], teacher.name, e) from e
-        writer.write(row)
+        else:
+            writer.write(row)
         with lock:
             results[sample["sample_id"]] = row
             bar.update(1)

@@ -16,6 +16,8 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlmec_core.evaluation import greedy_accuracy
+from rlmec_core.generation_server import ServedModel
+from rlmec_core.prompt_format import prompt_style
 from rlmec_core.statistics import Estimate, accuracy_interval, paired_difference
 
 BASELINE_POLICY = "initial"  # the policy every other one is compared against
@@ -23,15 +25,18 @@ REFERENCE_VARIANT = "rlmec"  # the ablation also compares every variant with ful
 
 
 def evaluate_policies(
-    policies: Mapping[str, tuple[PreTrainedModel, PreTrainedTokenizerBase]],
+    policies: Mapping[str, tuple[PreTrainedModel | ServedModel, PreTrainedTokenizerBase]],
     eval_sets: Mapping[str, Iterable[Mapping[str, Any]]],
     *,
     batch_size: int,
     max_new_tokens: int,
     keep_predictions: bool = False,
     progress: bool = False,
+    prompt_format: str = "plain",
 ) -> list[dict[str, Any]]:
     """Greedy accuracy of every policy on every eval set, one row per pair.
+
+    ``prompt_format``: ``prompts.format`` (plain, chat or auto, per policy's tokenizer).
 
     Rows (policy order, then eval-set order): ``policy``, ``eval_set``, ``n``, ``n_correct``,
     ``accuracy``, ``outcomes`` (one bool per problem, in eval-set order: what paired
@@ -44,6 +49,7 @@ def evaluate_policies(
     sets = {name: list(records) for name, records in eval_sets.items()}
     rows = []
     for policy, (model, tokenizer) in policies.items():
+        style = prompt_style(tokenizer, prompt_format)
         for eval_set, records in sets.items():
             result = greedy_accuracy(
                 model,
@@ -52,6 +58,7 @@ def evaluate_policies(
                 batch_size=batch_size,
                 max_new_tokens=max_new_tokens,
                 progress=progress,
+                style=style,
             )
             row = {
                 "policy": policy,

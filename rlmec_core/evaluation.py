@@ -9,17 +9,20 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlmec_core.answers import answers_match, extract_answer
 from rlmec_core.generation import generate_solutions
+from rlmec_core.generation_server import ServedModel
 from rlmec_core.policy_prompt import format_policy_prompt
+from rlmec_core.prompt_format import PromptStyle
 
 
 def greedy_accuracy(
-    model: PreTrainedModel,
+    model: PreTrainedModel | ServedModel,
     tokenizer: PreTrainedTokenizerBase,
     records: Iterable[Mapping[str, Any]],
     *,
     batch_size: int,
     max_new_tokens: int,
     progress: bool = False,
+    style: PromptStyle | None = None,
 ) -> dict[str, Any]:
     """Accuracy of greedy solutions, judged by their final answer against ``gold_answer``.
 
@@ -45,7 +48,7 @@ def greedy_accuracy(
     result = generate_solutions(
         model,
         tokenizer,
-        [format_policy_prompt(row["question"]) for row in rows],
+        [format_policy_prompt(row["question"], style) for row in rows],
         num_return_sequences=1,
         temperature=0.0,
         top_p=1.0,

@@ -1,4 +1,9 @@
-"""Batched solution sampling from the policy (stage 1 collection and evaluation)."""
+"""Batched solution sampling from the policy (stage 1 collection and evaluation).
+
+``model`` is a ``PreTrainedModel`` (``generate`` in this process) or a
+``generation_server.ServedModel`` (an OpenAI-compatible completions endpoint, fed the same
+prompt token ids).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from rlmec_core.generation_server import ServedModel
 
 
 @dataclass(frozen=True)
@@ -43,9 +50,38 @@ def _count_new_tokens(new_ids: torch.Tensor, eos_ids: set[int], pad_id: int | No
     return total
 
 
+def _served_solutions(
+    model: ServedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    *,
+    num_return_sequences: int,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    seed: int,
+    progress: bool,
+) -> GenerationResult:
+    """``generate_solutions`` through a server: one request per prompt with ``n`` samples."""
+    start = time.perf_counter()
+    # Each prompt's ids as the batched hf path has them under its padding: special tokens too.
+    prompt_ids = [tokenizer(prompt)["input_ids"] for prompt in prompts]
+    texts, n_tokens = model.complete(
+        prompt_ids,
+        n=num_return_sequences,
+        temperature=temperature,
+        top_p=top_p,
+        max_tokens=max_new_tokens,
+        seed=seed,
+        progress=progress,
+    )
+    stripped = [[text.strip() for text in group] for group in texts]
+    return GenerationResult(stripped, n_tokens, time.perf_counter() - start)
+
+
 @torch.no_grad()
 def generate_solutions(
-    model: PreTrainedModel,
+    model: PreTrainedModel | ServedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts: list[str],
     *,
@@ -63,6 +99,10 @@ def generate_solutions(
     cache; ``temperature == 0`` means greedy decoding (then all sequences of a prompt are
     identical, so ask for one). Each batch reseeds from ``seed`` and its index, so the
     output depends only on the seed, the prompts and ``batch_size``.
+
+    With a ``ServedModel`` each prompt is one request for ``num_return_sequences`` samples
+    (``batch_size`` unused: the server batches concurrent requests), seeded from ``seed``
+    and the prompt's index; the server's sampler decides the samples.
     """
     if num_return_sequences < 1 or batch_size < 1 or max_new_tokens < 1:
         raise ValueError(
@@ -71,6 +111,18 @@ def generate_solutions(
         )
     if temperature < 0 or not 0 < top_p <= 1:
         raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+    if isinstance(model, ServedModel):
+        return _served_solutions(
+            model,
+            tokenizer,
+            prompts,
+            num_return_sequences=num_return_sequences,
+            temperature=temperature,
+            top_p=top_p,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            progress=progress,
+        )
     if tokenizer.pad_token_id is None:
         raise ValueError("tokenizer has no pad token; load it with rlmec_core.modeling.load_policy")
     tokenizer.padding_side = "left"  # generation continues from the last column

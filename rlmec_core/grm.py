@@ -22,12 +22,14 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlmec_core.answers import answers_match
+from rlmec_core.generation_server import ServedModel
 from rlmec_core.grm_data import (
     error_step_prompt,
     kept_prefix,
     parse_error_step,
     rewrite_prompt,
 )
+from rlmec_core.prompt_format import PromptStyle
 from rlmec_core.teachers.base import split_steps
 from rlmec_core.verification import Verifier
 
@@ -66,7 +68,7 @@ def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list
 
 @torch.no_grad()
 def greedy_continuations(
-    model: PreTrainedModel,
+    model: PreTrainedModel | ServedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompt_ids: Sequence[Sequence[int]],
     *,
@@ -79,7 +81,8 @@ def greedy_continuations(
 
     Prompts are sorted by length and left-padded in batches of ``batch_size`` so a batch
     wastes little on padding; results come back in input order. Special tokens are
-    dropped from the decoded text.
+    dropped from the decoded text. A ``ServedModel`` gets the same ids, one greedy request
+    per prompt, and its completion text is cut at EOS the same way.
     """
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError(
@@ -91,6 +94,18 @@ def greedy_continuations(
     for index, ids in enumerate(prompt_ids):
         if not ids:
             raise ValueError(f"prompt {index} is empty; generation needs at least one token")
+    if isinstance(model, ServedModel):
+        texts, _ = model.complete(
+            prompt_ids,
+            n=1,
+            temperature=0.0,
+            top_p=1.0,
+            max_tokens=max_new_tokens,
+            seed=None,
+            progress=progress,
+            desc=desc,
+        )
+        return [group[0] for group in texts]
     eos_ids = _eos_ids(model, tokenizer)
 
     was_training = model.training
@@ -129,13 +144,14 @@ def greedy_continuations(
 
 
 def grm_rewrites(
-    grm_model: PreTrainedModel,
+    grm_model: PreTrainedModel | ServedModel,
     tokenizer: PreTrainedTokenizerBase,
     rows: Sequence[Mapping[str, Any]] | Dataset,
     *,
     batch_size: int,
     max_new_tokens: int,
     progress: bool = True,
+    style: PromptStyle | None = None,
 ) -> list[GrmVerdict]:
     """The GRM's verdict and minimum-edit rewrite for every row (question, gold_solution,
     prediction), in row order.
@@ -147,7 +163,8 @@ def grm_rewrites(
     """
     rows = list(rows)
     _check_rows(rows, _ROW_FIELDS)
-    args = [(r["question"], r["gold_solution"], r["prediction"]) for r in rows]
+    # style: plain or chat-template prompts (rlmec_core.prompt_format), as the GRM was trained.
+    args = [(r["question"], r["gold_solution"], r["prediction"], style) for r in rows]
     judge_ids = [tokenizer(error_step_prompt(*a))["input_ids"] for a in args]
     judgements = greedy_continuations(
         grm_model,

@@ -9,7 +9,9 @@ The GRM learns two tasks from the distilled samples of stage 2:
 
 Stage 4 reuses these prompts verbatim: it teacher-forces ``y`` right after
 ``rewrite_prompt(...)`` to read token rewards, and completes a rewrite from the kept
-steps placed after it. So both prompts are pure functions of their inputs.
+steps placed after it. So both prompts are pure functions of their inputs and a
+``PromptStyle`` (plain text, or the chat template with the response prefix opening the
+assistant turn; see ``rlmec_core.prompt_format``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from datasets import Dataset, Features, Value
 
+from rlmec_core.prompt_format import PLAIN, PromptStyle
 from rlmec_core.teachers.base import split_steps
 
 # The line that ends every rewrite prompt; the response (ŷ, or y when scoring) follows it.
@@ -63,15 +66,23 @@ def _solution_block(solution: str) -> str:
     return "\n".join(step.strip() for step in split_steps(solution))
 
 
-def error_step_prompt(question: str, gold_solution: str, prediction: str) -> str:
+def _styled(body: str, response_prefix: str, style: PromptStyle | None) -> str:
+    """Plain: the body, a blank line, the response prefix. Chat: the body as the user
+    message, the prefix opening the assistant turn."""
+    return (style or PLAIN).wrap(body, response_prefix, plain=f"{body}\n\n{response_prefix}")
+
+
+def error_step_prompt(
+    question: str, gold_solution: str, prediction: str, style: PromptStyle | None = None
+) -> str:
     """Prompt asking for the first wrong step of ``prediction``; ends with the verdict line."""
-    return (
+    body = (
         f"{_ERROR_STEP_INSTRUCTION}\n\n"
         f"Problem:\n{question.strip()}\n\n"
         f"Reference solution:\n{_solution_block(gold_solution)}\n\n"
-        f"Prediction:\n{number_steps(prediction)}\n\n"
-        f"{ERROR_STEP_RESPONSE_PREFIX}"
+        f"Prediction:\n{number_steps(prediction)}"
     )
+    return _styled(body, ERROR_STEP_RESPONSE_PREFIX, style)
 
 
 def error_step_response(step: int) -> str:
@@ -104,15 +115,17 @@ def parse_error_step(text: str) -> int | None:
     return None
 
 
-def rewrite_prompt(question: str, gold_solution: str, prediction: str) -> str:
+def rewrite_prompt(
+    question: str, gold_solution: str, prediction: str, style: PromptStyle | None = None
+) -> str:
     """Prompt for a minimum-edit rewrite; ends with REWRITE_RESPONSE_PREFIX, ŷ follows."""
-    return (
+    body = (
         f"{_REWRITE_INSTRUCTION}\n\n"
         f"Problem:\n{question.strip()}\n\n"
         f"Reference solution:\n{_solution_block(gold_solution)}\n\n"
-        f"Prediction:\n{_solution_block(prediction)}\n\n"
-        f"{REWRITE_RESPONSE_PREFIX}"
+        f"Prediction:\n{_solution_block(prediction)}"
     )
+    return _styled(body, REWRITE_RESPONSE_PREFIX, style)
 
 
 def kept_prefix(prediction: str, error_step: int) -> str:
@@ -144,8 +157,10 @@ def _example(kind: str, row: Mapping[str, Any], prompt: str, response: str) -> d
     return {"kind": kind, "sample_id": row["sample_id"], "prompt": prompt, "response": response}
 
 
-def build_grm_examples(distilled: Iterable[Mapping[str, Any]] | Dataset, seed: int) -> Dataset:
-    """The GRM's SFT set from stage-2 rows (DISTILLED_FEATURES).
+def build_grm_examples(
+    distilled: Iterable[Mapping[str, Any]] | Dataset, seed: int, style: PromptStyle | None = None
+) -> Dataset:
+    """The GRM's SFT set from stage-2 rows (DISTILLED_FEATURES), prompts in ``style``.
 
     - every kept erroneous sample (teacher_status "kept") gives an error-step example
       (``The first error step is [k]``) and a rewrite example (response ŷ);
@@ -170,7 +185,7 @@ def build_grm_examples(distilled: Iterable[Mapping[str, Any]] | Dataset, seed: i
                 f"sample {row['sample_id']!r}: kept rewrite has error_step "
                 f"{row['error_step']}; a kept erroneous sample needs a step >= 0"
             )
-        args = (row["question"], row["gold_solution"], row["prediction"])
+        args = (row["question"], row["gold_solution"], row["prediction"], style)
         examples.append(
             _example(
                 "error_step", row, error_step_prompt(*args), error_step_response(row["error_step"])
@@ -179,7 +194,7 @@ def build_grm_examples(distilled: Iterable[Mapping[str, Any]] | Dataset, seed: i
         examples.append(_example("rewrite", row, rewrite_prompt(*args), row["rewrite"]))
     for i in chosen:
         row = rows[i]
-        args = (row["question"], row["gold_solution"], row["prediction"])
+        args = (row["question"], row["gold_solution"], row["prediction"], style)
         examples.append(_example("error_step", row, error_step_prompt(*args), CORRECT_RESPONSE))
         # ŷ = y verbatim: stage 4 teacher-forces exactly this text after the same prompt.
         examples.append(_example("identity", row, rewrite_prompt(*args), row["prediction"]))

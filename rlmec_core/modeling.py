@@ -14,6 +14,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from rlmec_core.prompt_format import end_of_turn_id
+
 
 def build_tiny_llama(
     tokenizer: PreTrainedTokenizerBase,
@@ -58,11 +60,15 @@ def build_tiny_llama(
     return model
 
 
-def load_policy(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_policy(
+    path: str | Path, *, dtype: torch.dtype | None = None, device: str | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a policy (model + tokenizer) from a local directory, never from the hub.
 
     The tokenizer is set up for batched generation: left padding, and the EOS token as
-    padding when the model ships without a pad token.
+    padding when the model ships without a pad token. Generation also stops at the chat
+    template's end-of-turn token, when the tokenizer has one. ``dtype``: the weights' dtype
+    (default: transformers' default); ``device``: where to put the model (default: CPU).
     """
     path = Path(path)
     if not (path / "config.json").is_file():
@@ -71,7 +77,24 @@ def load_policy(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerB
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **kwargs)
+    if device is not None:
+        model.to(device)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
+    stop_at_end_of_turn(model, tokenizer)
     return model, tokenizer
+
+
+def stop_at_end_of_turn(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Add the chat template's end-of-turn token to the tokens generation stops at."""
+    end = end_of_turn_id(tokenizer)
+    if end is None:
+        return
+    eos = model.generation_config.eos_token_id
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    ids = [] if eos is None else list(eos) if isinstance(eos, list) else [eos]
+    if end not in ids:
+        model.generation_config.eos_token_id = [*ids, end]

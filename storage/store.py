@@ -15,7 +15,7 @@ import hashlib
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,13 +101,22 @@ class ArtifactStore:
         )
         write_json_atomic(staged / MANIFEST_NAME, manifest.to_json())
         # Move the whole folder aside first so `staged` (owned by `staging()`) is free
-        # to be cleaned up, then rename atomically into place.
-        ready = self.staging_root / f"ready-{uuid.uuid4().hex}"
+        # to be cleaned up, then rename atomically into place. Named by pid like every
+        # staging folder, so another process's sweep never takes it for debris.
+        ready = self.staging_root / f"{os.getpid()}-ready-{uuid.uuid4().hex}"
         os.rename(staged, ready)
         staged.mkdir()
-        if final.exists():  # a leftover without manifest cannot exist, but be safe
-            shutil.rmtree(final)
-        os.rename(ready, final)
+        if final.exists() and not (final / MANIFEST_NAME).is_file():
+            shutil.rmtree(final)  # a leftover without manifest cannot exist, but be safe
+        try:
+            os.rename(ready, final)
+        except OSError:
+            if not (final / MANIFEST_NAME).is_file():
+                raise
+            # Another process committed the same content meanwhile: keep its copy.
+            shutil.rmtree(ready, ignore_errors=True)
+            self._record_production(production, now)
+            return self.manifest(artifact_id)
         fsync_dir(self.root)
         self._record_production(production, now)
         return manifest
@@ -156,30 +165,55 @@ class ArtifactStore:
             raise ArtifactNotFoundError(f"{what} in {self.root} match id {prefix!r}")
         return matches[0]
 
-    def productions(self, artifact_id: str) -> list[Production]:
-        """Every run that committed this artifact's content, oldest (the manifest's) first."""
+    def productions(
+        self, artifact_id: str, warn: Callable[[str], None] | None = None
+    ) -> list[Production]:
+        """Every run that committed this artifact's content, oldest (the manifest's) first.
+
+        With ``warn``, a production record that cannot be read is skipped (and named)."""
         origin = Production.origin_of(self.manifest(artifact_id))
         folder = self.productions_root / artifact_id
-        records = [Production.read(p) for p in sorted(folder.glob("*.json"))]
+        records = []
+        for path in sorted(folder.glob("*.json")):
+            try:
+                records.append(Production.read(path))
+            except ValueError as exc:
+                if warn is None:
+                    raise
+                warn(f"skipping {exc}")
         # An artifact stored before productions were recorded, or whose writer died between
         # the rename and the record, still shows its origin.
         if origin not in records:
             records.insert(0, origin)
         return records
 
-    def lineage(self, artifact_id: str) -> list[Manifest]:
+    def lineage(
+        self, artifact_id: str, warn: Callable[[str], None] | None = None
+    ) -> list[Manifest]:
         """The artifact and all its ancestors, nearest first, each once.
 
-        Ancestors are the parents of every production, not only of the manifest's.
+        Ancestors are the parents of every production, not only of the manifest's. With
+        ``warn``, an ancestor whose manifest or production record cannot be read is
+        skipped and ``warn`` is told which; without it, that raises ValueError.
         """
         seen: dict[str, Manifest] = {}
+        skipped: set[str] = set()
         queue = [artifact_id]
         while queue:
             current = queue.pop(0)
-            if current in seen:
+            if current in seen or current in skipped:
                 continue
-            seen[current] = self.manifest(current)
-            for production in self.productions(current):
+            try:
+                seen[current] = self.manifest(current)
+                productions = self.productions(current, warn)
+            except (ValueError, ArtifactNotFoundError) as exc:
+                if warn is None or current == artifact_id:
+                    raise
+                warn(f"skipping {current}: {exc}")
+                seen.pop(current, None)
+                skipped.add(current)
+                continue
+            for production in productions:
                 queue.extend(production.parents)
         return list(seen.values())
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from rlmec_core.annotate import annotate_samples
+from rlmec_core.annotate import annotate_samples, rows_for_grm
 from rlmec_core.data.io import load_parquet, save_parquet
+from rlmec_core.generation_server import open_generator
+from rlmec_core.grm import grm_rewrites
 from rlmec_core.modeling import load_policy
+from rlmec_core.precision import inference_device, torch_dtype
+from rlmec_core.prompt_format import prompt_style
 from rlmec_core.verification import Verifier
 from tasks.context import RunContext
 from tasks.models import model_dir
@@ -14,16 +18,33 @@ from tasks.stage import StageIO, StageResult, stage_task
 @stage_task("annotate")
 def annotate_task(ctx: RunContext, io: StageIO) -> StageResult:
     cfg = ctx.config.annotate
-    grm, tokenizer = load_policy(model_dir(io.inputs["grm"]))
-    reference, _ = load_policy(model_dir(io.inputs["policy"]))
+    samples = load_parquet(io.inputs["rewrites"] / "distilled.parquet")
+    verdicts = None  # with a generation server, the GRM's rewrites come from there
+    if ctx.config.generation.backend != "hf":
+        grm_dir = model_dir(io.inputs["grm"])
+        with open_generator(ctx.config.generation, grm_dir, stage="annotate") as served:
+            verdicts = grm_rewrites(
+                *served,
+                rows_for_grm(samples),
+                batch_size=cfg.batch_size,
+                max_new_tokens=cfg.max_new_tokens,
+                style=prompt_style(served[1], ctx.config.prompts.format),
+            )
+    # Rewards and reference log-probs: always the exact HF forward passes.
+    # Both models in the inference dtype (annotate.precision), on the GPU when there is one.
+    loading = {"dtype": torch_dtype(cfg.precision), "device": inference_device()}
+    grm, tokenizer = load_policy(model_dir(io.inputs["grm"]), **loading)
+    reference, _ = load_policy(model_dir(io.inputs["policy"]), **loading)
     rows, metrics = annotate_samples(
-        load_parquet(io.inputs["rewrites"] / "distilled.parquet"),
+        samples,
         grm,
         reference,
         tokenizer,
         batch_size=cfg.batch_size,
         max_new_tokens=cfg.max_new_tokens,
         verifier=Verifier(ctx.config.verification),
+        verdicts=verdicts,
+        style=prompt_style(tokenizer, ctx.config.prompts.format),
     )
     if len(rows) == 0:
         raise ValueError("annotate kept no sample: every incorrect sample's GRM rewrite missed")

@@ -1,4 +1,5 @@
-"""Stage `bootstrap`: the initial policy π_ref — a tiny model trained here, or the user's."""
+"""Stage `bootstrap`: the initial policy π_ref — the user's model fine-tuned on the gold
+solutions (or kept as it is with ``epochs: 0``), or a tiny model trained here."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 from rlmec_core.bootstrap import bootstrap_policy
 from rlmec_core.config import PipelineConfig
 from rlmec_core.data.io import load_parquet
+from rlmec_core.trainers.lora import lora_summary
 from storage.atomic import write_json_atomic
 from tasks.context import RunContext
 from tasks.models import MODEL_REF, describe_model_folder
@@ -27,11 +29,13 @@ def policy_source_key(config: PipelineConfig) -> str:
 @stage_task("bootstrap")
 def bootstrap_task(ctx: RunContext, io: StageIO) -> StageResult:
     cfg = ctx.config.bootstrap
+    folder = None
     if cfg.model_path is not None:
-        # Nothing to train: record which folder is the policy, without copying weights.
         folder = describe_model_folder(ctx.config.resolve_path(cfg.model_path))
-        write_json_atomic(io.out / MODEL_REF, folder)
-        return StageResult(kind=EXTERNAL_KIND, summary={"model_path": folder["path"]})
+        if cfg.epochs == 0:
+            # Nothing to train: record which folder is the policy, without copying weights.
+            write_json_atomic(io.out / MODEL_REF, folder)
+            return StageResult(kind=EXTERNAL_KIND, summary={"model_path": folder["path"]})
     splits = {
         split: load_parquet(io.inputs["data"] / f"{split}.parquet") for split in ("train", "dev")
     }
@@ -41,6 +45,16 @@ def bootstrap_task(ctx: RunContext, io: StageIO) -> StageResult:
         cfg,
         seed=ctx.config.run.seed,
         checkpoint_dir=io.scratch / "checkpoints",
+        model_path=folder["path"] if folder else None,
+        prompt_format=ctx.config.prompts.format,
     )
     history = result.pop("loss_history", [])
-    return StageResult(kind="policy", metrics=result, series={"train_loss": history})
+    summary = {"prompt_format": result.pop("prompt_format")}
+    if folder:
+        summary["model_path"] = folder["path"]
+    summary.update(
+        lora_summary(cfg.lora, folder["path"] if folder else "tiny-llama (from scratch)")
+    )
+    return StageResult(
+        kind="policy", metrics=result, series={"train_loss": history}, summary=summary
+    )

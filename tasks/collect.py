@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from rlmec_core.collect import collect_samples
 from rlmec_core.data.io import load_parquet, save_parquet
-from rlmec_core.modeling import load_policy
+from rlmec_core.generation_server import open_generator
+from rlmec_core.prompt_format import prompt_style
 from tasks.context import RunContext
 from tasks.models import model_dir
 from tasks.stage import StageIO, StageResult, stage_task
@@ -16,17 +17,17 @@ def collect_task(ctx: RunContext, io: StageIO) -> StageResult:
     problems = load_parquet(io.inputs["data"] / "train.parquet")
     if cfg.max_problems is not None:
         problems = problems.select(range(min(cfg.max_problems, len(problems))))
-    model, tokenizer = load_policy(model_dir(io.inputs["policy"]))
-    samples, metrics = collect_samples(
-        model,
-        tokenizer,
-        problems,
-        k=cfg.k,
-        temperature=cfg.temperature,
-        top_p=cfg.top_p,
-        max_new_tokens=cfg.max_new_tokens,
-        batch_size=cfg.batch_size,
-        seed=ctx.config.run.seed,
-    )
+    with open_generator(ctx.config.generation, model_dir(io.inputs["policy"])) as policy:
+        samples, metrics = collect_samples(
+            *policy,
+            problems,
+            k=cfg.k,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            max_new_tokens=cfg.max_new_tokens,
+            batch_size=cfg.batch_size,
+            seed=ctx.config.run.seed,
+            style=prompt_style(policy[1], ctx.config.prompts.format),
+        )
     save_parquet(samples, io.out / "samples.parquet")
     return StageResult(kind="samples", metrics=metrics, summary={"n_samples": len(samples)})

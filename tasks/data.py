@@ -6,7 +6,7 @@ import hashlib
 
 from rlmec_core.config import PipelineConfig
 from rlmec_core.data.io import save_parquet
-from rlmec_core.data.loaders import load_eval_file
+from rlmec_core.data.loaders import DataFormatError, load_eval_file
 from rlmec_core.data.synthetic import synthetic_splits
 from storage.store import hash_file
 from tasks.context import RunContext
@@ -21,7 +21,7 @@ def input_files_digest(config: PipelineConfig) -> str:
     for item in files:
         path = config.resolve_path(item.path)
         if not path.is_file():
-            raise FileNotFoundError(f"data.eval_files[{item.name}]: {path} does not exist")
+            raise DataFormatError(path, None, f"not a file (named by {item.name!r})")
         digest.update(f"{item.name}\0{hash_file(path)}\n".encode())
     return digest.hexdigest()[:16]
 

@@ -19,7 +19,7 @@ def make_teacher(section: ArithmeticTeacherSection | ChatTeacherSection) -> tupl
     if isinstance(section, ChatTeacherSection):
         from rlmec_core.teachers.chat import ChatTeacher
 
-        teacher = ChatTeacher(**section.model_dump(exclude={"kind"}))
+        teacher = ChatTeacher(**section.model_dump(exclude={"kind", "max_failed_fraction"}))
         return teacher, section.concurrency
     from rlmec_core.teachers.arithmetic import ArithmeticTeacher
 
@@ -37,6 +37,7 @@ def distill_task(ctx: RunContext, io: StageIO) -> StageResult:
         io.scratch / "shards",
         concurrency=concurrency,
         verification=ctx.config.verification,
+        max_failed_fraction=getattr(ctx.config.distill.teacher, "max_failed_fraction", 0.0),
     )
     tokenizer = load_tokenizer(io.inputs["policy"])
     metrics = distill_metrics(

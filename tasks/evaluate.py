@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rlmec_core.data.io import load_parquet
 from rlmec_core.eval_table import evaluate_policies, results_table, summarize_results
-from rlmec_core.modeling import load_policy
+from rlmec_core.generation_server import open_generator
 from storage.atomic import write_bytes_atomic, write_json_atomic
 from tasks.context import RunContext
 from tasks.models import model_dir
@@ -37,15 +37,17 @@ def _evaluate_one(ctx: RunContext, io: StageIO, role: str, label: str, sets: dic
     )
     if memo.is_file():
         return json.loads(memo.read_text(encoding="utf-8"))
-    model, tokenizer = load_policy(model_dir(io.inputs[role]))
-    rows = evaluate_policies(
-        {label: (model, tokenizer)},
-        sets,
-        batch_size=cfg.batch_size,
-        max_new_tokens=cfg.max_new_tokens,
-        keep_predictions=True,
-        progress=True,
-    )
+    generation = ctx.config.generation
+    with open_generator(generation, model_dir(io.inputs[role]), stage="evaluate") as policy:
+        rows = evaluate_policies(
+            {label: policy},
+            sets,
+            batch_size=cfg.batch_size,
+            max_new_tokens=cfg.max_new_tokens,
+            keep_predictions=True,
+            progress=True,
+            prompt_format=ctx.config.prompts.format,
+        )
     write_json_atomic(memo, rows)
     return rows
 

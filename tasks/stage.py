@@ -18,6 +18,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 from prefect import task
+from prefect.cache_policies import CachePolicy
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run, task_run
 
@@ -27,6 +28,7 @@ from tasks.context import RunContext
 from tasks.dataset_inputs import log_dataset_inputs
 from tasks.faults import kill_point
 from tasks.fingerprint import code_fingerprint
+from tasks.locks import StageLockManager
 from tasks.stage_registry import raw_stage_function as raw_stage_function  # re-exported
 from tasks.stage_registry import register_stage_function
 from tasks.time_limit import run_with_time_limit
@@ -35,7 +37,24 @@ ArtifactRef = dict[str, str]  # {"id", "kind", "stage"}: all a task result ever 
 
 
 class StageError(RuntimeError):
-    """A stage failed; the message names the stage and what to do."""
+    """A stage failed: ``cause`` is the error, ``scratch`` holds the stage's resumable work.
+
+    The message names the stage and the error; `rlmec` adds what to do (flows/cli.py).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        stage: str | None = None,
+        cause: BaseException | None = None,
+        scratch: Path | None = None,
+        mlflow_run_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.cause = cause
+        self.scratch = scratch
+        self.mlflow_run_id = mlflow_run_id
 
 
 @dataclass
@@ -96,12 +115,13 @@ def stage_task(
                 parameters.get("extra_key", ""),
             )
 
-        @task(
-            name=stage,
-            cache_key_fn=cache_key,
-            persist_result=True,
-            result_serializer="json",
+        # SERIALIZABLE: of two runs reaching one cache key, one computes while the other
+        # waits for its lock, then finds the result cached (tasks/locks.py).
+        policy = CachePolicy.from_cache_key_fn(cache_key).configure(
+            isolation_level="SERIALIZABLE", lock_manager=StageLockManager()
         )
+
+        @task(name=stage, cache_policy=policy, persist_result=True, result_serializer="json")
         def run_stage(
             ctx: RunContext, parents: dict[str, ArtifactRef], extra_key: str = ""
         ) -> ArtifactRef:
@@ -132,19 +152,19 @@ def _execute(
         "prefect.flow_run_id": flow_run.id,
         "prefect.task_run_id": task_run.id,
     }
-    run = client.create_run(
-        ctx.mlflow_experiment_id,
-        run_name=stage,
-        tags={
-            "mlflow.parentRunId": ctx.mlflow_parent_run_id,
-            "rlmec.stage": stage,
-            "rlmec.cache_key": cache_key,
-            **{f"rlmec.parent.{role}": ref["id"] for role, ref in parents.items()},
-            **{k: v for k, v in prefect_ids.items() if v},
-        },
-    )
-    run_id = run.info.run_id
+    run_id = None
     try:
+        run_id = client.create_run(
+            ctx.mlflow_experiment_id,
+            run_name=stage,
+            tags={
+                "mlflow.parentRunId": ctx.mlflow_parent_run_id,
+                "rlmec.stage": stage,
+                "rlmec.cache_key": cache_key,
+                **{f"rlmec.parent.{role}": ref["id"] for role, ref in parents.items()},
+                **{k: v for k, v in prefect_ids.items() if v},
+            },
+        ).info.run_id
         tracking.log_params(client, run_id, section.model_dump(mode="json"))
         inputs = {role: store.path(ref["id"]) for role, ref in parents.items()}
         log_dataset_inputs(
@@ -194,20 +214,27 @@ def _execute(
             )
         client.set_terminated(run_id, "FINISHED")
     except BaseException as exc:
-        tracking.set_tags(client, run_id, {"rlmec.error": _short_error(exc)})
-        client.set_terminated(run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        if run_id is not None:
+            _close_failed_run(client, run_id, exc)
         if isinstance(exc, StageError | KeyboardInterrupt | SystemExit):
             raise
-        raise StageError(
-            f"stage {stage!r} failed: {_short_error(exc)}\n"
-            f"Its partial work is kept in {ctx.scratch(stage, cache_key)} and is resumed on "
-            f"the next `rlmec run` with the same config; see the MLflow run {run_id} and the "
-            "traceback above."
-        ) from exc
+        scratch = Path(ctx.workspace) / "scratch" / stage / cache_key
+        message = f"stage {stage!r} failed: {_short_error(exc)}"
+        raise StageError(message, stage, exc, scratch, run_id) from exc
     get_run_logger().info("stage %s wrote artifact %s (MLflow run %s)", stage, manifest.id, run_id)
     return {"id": manifest.id, "kind": result.kind, "stage": stage}
 
 
+def _close_failed_run(client: MlflowClient, run_id: str, exc: BaseException) -> None:
+    """Mark the stage's MLflow run failed, if MLflow still can (not on a full disk)."""
+    try:
+        tracking.set_tags(client, run_id, {"rlmec.error": _short_error(exc)})
+        client.set_terminated(run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+    except Exception:  # the stage's own error is the one to report
+        pass
+
+
 def _short_error(exc: BaseException) -> str:
-    lines = traceback.format_exception_only(type(exc), exc)
-    return "".join(lines).strip()[:2000]
+    """``Type: message`` on one line, at most a few hundred characters."""
+    text = " ".join("".join(traceback.format_exception_only(type(exc), exc)).split())
+    return text if len(text) <= 300 else text[:297] + "..."

@@ -11,16 +11,20 @@ Prefect's run context is: they become the task run's logs like those of any othe
 
 from __future__ import annotations
 
+import base64
 import ctypes
 import importlib
 import json
 import logging
 import logging.handlers
 import multiprocessing
+import os
+import pickle
 import queue
 import signal
 import time
 import traceback
+import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,19 @@ LOG_POLL_SECONDS = 0.2  # how often the parent relays the child's log records wh
 
 class StageTimeoutError(TimeoutError):
     pass
+
+
+class WorkerTraceback(Exception):
+    """The child's traceback, as the cause of the error re-raised in the parent."""
+
+
+def _pickled(exc: BaseException) -> str | None:
+    try:
+        blob = pickle.dumps(exc)
+        pickle.loads(blob)  # an exception that cannot be rebuilt is sent as text only
+    except Exception:
+        return None
+    return base64.b64encode(blob).decode("ascii")
 
 
 def die_with_parent() -> None:
@@ -74,6 +91,7 @@ def _child_main(
             "ok": False,
             "error": "".join(traceback.format_exception_only(type(exc), exc)).strip(),
             "traceback": traceback.format_exc(),
+            "exception": _pickled(exc),  # the parent raises the same error
         }
     Path(result_path).write_text(json.dumps(payload, default=str), encoding="utf-8")
 
@@ -96,7 +114,8 @@ def _logger_levels() -> dict[str, int]:
 
 def run_with_time_limit(stage: str, ctx: Any, io: Any, seconds: float) -> dict[str, Any]:
     """Run the stage function in a child process; kill it after ``seconds``."""
-    result_path = io.scratch / "child-result.json"
+    # Named per run: two processes on one workspace never share the file.
+    result_path = io.scratch / f"child-result-{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
     result_path.unlink(missing_ok=True)
     spawn = multiprocessing.get_context("spawn")
     log_queue = spawn.Queue()
@@ -126,5 +145,7 @@ def run_with_time_limit(stage: str, ctx: Any, io: Any, seconds: float) -> dict[s
     payload = json.loads(result_path.read_text(encoding="utf-8"))
     result_path.unlink()
     if not payload["ok"]:
-        raise RuntimeError(f"{payload['error']}\n--- worker traceback ---\n{payload['traceback']}")
+        blob = payload.get("exception")
+        error = pickle.loads(base64.b64decode(blob)) if blob else RuntimeError(payload["error"])
+        raise error from WorkerTraceback(payload["traceback"])
     return payload["result"]

@@ -8,12 +8,17 @@ from datasets import Dataset
 
 from rlmec_core.data.io import load_parquet, save_parquet
 from rlmec_core.data.schema import DISTILLED_FEATURES
+from rlmec_core.generation_server import open_generator, require_launch
 from rlmec_core.grm import grm_metrics, grm_rewrites
 from rlmec_core.grm_data import build_grm_examples
 from rlmec_core.modeling import load_policy
+from rlmec_core.precision import torch_dtype
+from rlmec_core.prompt_format import prompt_style
+from rlmec_core.trainers.lora import lora_dtype, lora_summary
 from rlmec_core.trainers.sft import checkpoint_step, train_sft
 from rlmec_core.verification import Verifier
 from tasks.context import RunContext
+from tasks.launch import is_main_process, launched
 from tasks.models import model_dir
 from tasks.stage import StageIO, StageResult, stage_task
 
@@ -37,19 +42,32 @@ def distilled_dataset(rows: list[dict]) -> Dataset:
 @stage_task("train_grm", register_as="rlmec-grm")
 def train_grm_task(ctx: RunContext, io: StageIO) -> StageResult:
     cfg = ctx.config.train_grm
+    return launched("train_grm", ctx, io, cfg.launcher, cfg.precision, _train_grm)
+
+
+def _train_grm(ctx: RunContext, io: StageIO) -> StageResult:
+    """The stage in this process (one of several under ``accelerate launch``: rank 0 writes
+    the artifact and evaluates the GRM)."""
+    cfg = ctx.config.train_grm
     distilled = list(load_parquet(io.inputs["rewrites"] / "distilled.parquet"))
     train_rows, heldout = heldout_split(distilled, cfg.heldout_fraction, ctx.config.run.seed)
-    examples = build_grm_examples(train_rows, seed=ctx.config.run.seed)
+    if heldout:  # before training: the held-out evaluation generates with the new GRM
+        require_launch(ctx.config.generation, "train_grm")
+    model, tokenizer = load_policy(
+        model_dir(io.inputs["policy"]), dtype=lora_dtype(torch_dtype(cfg.precision), cfg.lora)
+    )
+    style = prompt_style(tokenizer, ctx.config.prompts.format)
+    examples = build_grm_examples(train_rows, seed=ctx.config.run.seed, style=style)
     if len(examples) == 0:
         raise ValueError(
             f"no GRM training examples: of {len(train_rows)} training samples none has a kept "
             "teacher rewrite (see the distill stage's metrics); collect more samples or use a "
             "teacher that handles this data"
         )
-    # Saved exactly as trained on and evaluated on, so the artifact states the GRM's data.
-    save_parquet(examples, io.out / "grm_train.parquet")
-    save_parquet(distilled_dataset(heldout), io.out / "grm_heldout.parquet")
-    model, tokenizer = load_policy(model_dir(io.inputs["policy"]))
+    if is_main_process():
+        # Saved exactly as trained on and evaluated on, so the artifact states the GRM's data.
+        save_parquet(examples, io.out / "grm_train.parquet")
+        save_parquet(distilled_dataset(heldout), io.out / "grm_heldout.parquet")
     result = train_sft(
         model,
         tokenizer,
@@ -57,7 +75,10 @@ def train_grm_task(ctx: RunContext, io: StageIO) -> StageResult:
         io.scratch / "checkpoints",
         cfg,
         seed=ctx.config.run.seed,
+        eos_id=style.end_id,  # None (plain): the tokenizer's EOS
     )
+    if not is_main_process():
+        return StageResult(kind="grm")
     model.save_pretrained(io.out / "model")
     tokenizer.save_pretrained(io.out / "model")
     history = result.pop("loss_history", [])
@@ -74,13 +95,19 @@ def train_grm_task(ctx: RunContext, io: StageIO) -> StageResult:
         {f"grm_examples_{k}": float(kinds.count(k)) for k in ("error_step", "rewrite", "identity")}
     )
     if heldout:  # the GRM's quality on problems it never saw, as annotate will use it
-        verdicts = grm_rewrites(
-            model,
-            tokenizer,
-            heldout,
-            batch_size=cfg.eval_batch_size,
-            max_new_tokens=cfg.max_new_tokens,
-        )
+        loaded = (model, tokenizer)
+        with open_generator(ctx.config.generation, io.out / "model", loaded=loaded) as grm:
+            verdicts = grm_rewrites(
+                *grm,
+                heldout,
+                batch_size=cfg.eval_batch_size,
+                max_new_tokens=cfg.max_new_tokens,
+                style=style,
+            )
         quality = grm_metrics(verdicts, heldout, Verifier(ctx.config.verification))
         metrics.update({f"heldout_{k}": v for k, v in quality.items()})
-    return StageResult(kind="grm", metrics=metrics, series={"train_loss": history})
+    summary = {
+        "prompt_format": style.name,
+        **lora_summary(cfg.lora, io.parent_ids.get("policy", "")),
+    }
+    return StageResult(kind="grm", metrics=metrics, series={"train_loss": history}, summary=summary)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from rlmec_core.data.io import load_parquet
 from rlmec_core.modeling import load_policy
+from rlmec_core.precision import torch_dtype
+from rlmec_core.prompt_format import prompt_style
+from rlmec_core.trainers.lora import lora_dtype, lora_summary
 from rlmec_core.trainers.rlmec_trainer import gold_sft_rows, train_policy
 from rlmec_core.trainers.sft import checkpoint_step
 from storage.atomic import write_json_atomic
 from tasks.context import RunContext
+from tasks.launch import is_main_process, launched
 from tasks.models import model_dir
 from tasks.stage import StageIO, StageResult, stage_task
 
@@ -15,13 +19,24 @@ from tasks.stage import StageIO, StageResult, stage_task
 @stage_task("train_policy", register_as="rlmec-policy")
 def train_policy_task(ctx: RunContext, io: StageIO) -> StageResult:
     cfg = ctx.config.train_policy
-    model, tokenizer = load_policy(model_dir(io.inputs["policy"]))
+    return launched("train_policy", ctx, io, cfg.launcher, cfg.precision, _train_policy)
+
+
+def _train_policy(ctx: RunContext, io: StageIO) -> StageResult:
+    """The stage in this process (one of several under ``accelerate launch``)."""
+    cfg = ctx.config.train_policy
+    model, tokenizer = load_policy(
+        model_dir(io.inputs["policy"]), dtype=lora_dtype(torch_dtype(cfg.precision), cfg.lora)
+    )
     rows = load_parquet(io.inputs["rl_data"] / "rl_data.parquet")
     gold = None
     if cfg.variant == "gold_sft":  # the same problems' gold solutions
         problems = load_parquet(io.inputs["data"] / "train.parquet")
-        gold = gold_sft_rows(tokenizer, problems, rows["problem_id"])
+        style = prompt_style(tokenizer, ctx.config.prompts.format)
+        gold = gold_sft_rows(tokenizer, problems, rows["problem_id"], style)
     result = train_policy(model, tokenizer, rows, io.scratch / "checkpoints", cfg, gold=gold)
+    if not is_main_process():  # rank 0 writes the artifact and reports the result
+        return StageResult(kind="policy")
     model.save_pretrained(io.out / "model")
     tokenizer.save_pretrained(io.out / "model")
     series = {"train_loss": result.pop("loss_history", [])}
@@ -34,11 +49,14 @@ def train_policy_task(ctx: RunContext, io: StageIO) -> StageResult:
         for k in ("steps", "n_rows", "learning_rate", "epsilon", "imitation_coef")
         if k in result
     }
+    if cfg.lora is not None:
+        facts["lora"] = cfg.lora.model_dump(mode="json")
+    if cfg.launcher.kind != "local":
+        facts["processes"] = cfg.launcher.num_processes
     write_json_atomic(io.out / "training.json", {"variant": cfg.variant, "seed": cfg.seed, **facts})
     metrics = {
         k: v for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)
     }
     metrics["resumed_from_step"] = float(checkpoint_step(result.get("resumed_from")))
-    return StageResult(
-        kind="policy", metrics=metrics, series=series, summary={"variant": cfg.variant}
-    )
+    summary = {"variant": cfg.variant, **lora_summary(cfg.lora, io.parent_ids.get("policy", ""))}
+    return StageResult(kind="policy", metrics=metrics, series=series, summary=summary)

@@ -133,22 +133,25 @@ class RecordedRequest:
     body: dict
 
 
-class TeacherServer:
-    """OpenAI-style ``POST /v1/chat/completions`` on 127.0.0.1, ephemeral port.
+class LoopbackOpenAIServer:
+    """An OpenAI-style server on 127.0.0.1 (ephemeral port, or ``port``): ``POST {route}``
+    answered by ``respond``, ``GET /v1/models`` listing ``model``, scripted faults.
 
     ``expected_api_key``: when set, other bearer tokens get a 401 whose message echoes
     the token (as some real APIs partly do), to test that clients do not leak it.
     ``latency_s``: time each normal answer takes, so concurrent requests overlap.
+    Subclasses define ``route``, ``respond(body) -> (status, payload)`` and ``garbage()``.
     """
+
+    route = "/v1/chat/completions"
 
     def __init__(
         self,
-        oracle: Oracle,
         expected_api_key: str | None = None,
         latency_s: float = 0.0,
-        model: str = "test-teacher",
+        model: str = "test-model",
+        port: int = 0,
     ) -> None:
-        self.oracle = oracle
         self.expected_api_key = expected_api_key
         self.latency_s = latency_s
         self.model = model
@@ -158,7 +161,7 @@ class TeacherServer:
         self._faults: list[Fault | None] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -177,10 +180,17 @@ class TeacherServer:
         with self._lock:
             self._faults.extend(faults)
 
-    def start(self) -> TeacherServer:
+    def start(self) -> LoopbackOpenAIServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
         return self
+
+    def serve_forever(self) -> None:
+        """Serve in this thread until interrupted (for a server run as a process)."""
+        try:
+            self._httpd.serve_forever(0.05)
+        finally:
+            self._httpd.server_close()
 
     def stop(self) -> None:
         self._stop.set()  # wakes handlers sleeping on a delay fault
@@ -189,44 +199,17 @@ class TeacherServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> TeacherServer:
+    def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # What the "model" says for a parsed request; chatter on purpose, to exercise parsers.
-    def answer(self, request: TeacherRequest) -> str:
-        verdict = self.oracle(request.question, request.gold_solution, request.prediction)
-        if request.kind == "first_error":
-            if verdict is None:
-                return "I am not sure what to make of this."
-            if verdict.error_step == -1:
-                return f"I checked every step. {CORRECT_ANSWER}."
-            return (
-                "Let me compare the steps with the reference.\n"
-                f"**{ERROR_STEP_ANSWER.format(k=verdict.error_step)}**"
-            )
-        if verdict is None or verdict.error_step < 0:
-            return "Nothing to correct."
-        continuation = split_steps(verdict.text)[len(request.kept_steps or []) :]
-        return "Here is the corrected solution:\n```\n" + "\n".join(continuation) + "\n```"
+    def respond(self, body: dict) -> tuple[int, dict]:
+        raise NotImplementedError
 
-    def _completion(self, text: str) -> dict:
-        return {
-            "id": f"chatcmpl-{len(self.requests)}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": self.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-        }
+    def garbage(self) -> dict:
+        raise NotImplementedError
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -253,10 +236,25 @@ class TeacherServer:
             def _error(self, status: int, message: str, headers: dict | None = None) -> None:
                 self._json(status, {"error": {"message": message, "type": "test"}}, headers)
 
+            def _authorised(self) -> bool:
+                key = server.expected_api_key
+                auth = self.headers.get("Authorization")
+                if key is not None and auth != f"Bearer {key}":
+                    self._error(401, f"Incorrect API key provided: {auth}")
+                    return False
+                return True
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/") != "/v1/models":
+                    self._error(404, f"no route {self.path}")
+                elif self._authorised():
+                    model = {"id": server.model, "object": "model", "owned_by": "test"}
+                    self._json(200, {"object": "list", "data": [model]})
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 raw = self.rfile.read(length)
-                if self.path.rstrip("/") != "/v1/chat/completions":
+                if self.path.rstrip("/") != server.route:
                     self._error(404, f"no route {self.path}")
                     return
                 body = json.loads(raw)
@@ -267,15 +265,13 @@ class TeacherServer:
                     server._in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server._in_flight)
                 try:
-                    self._respond(body, auth, fault)
+                    self._respond(body, fault)
                 finally:
                     with server._lock:
                         server._in_flight -= 1
 
-            def _respond(self, body: dict, auth: str | None, fault: Fault | None) -> None:
-                key = server.expected_api_key
-                if key is not None and auth != f"Bearer {key}":
-                    self._error(401, f"Incorrect API key provided: {auth}")
+            def _respond(self, body: dict, fault: Fault | None) -> None:
+                if not self._authorised():
                     return
                 if fault is not None and fault.kind == "status":
                     headers = {}
@@ -290,15 +286,78 @@ class TeacherServer:
                 if fault is not None and fault.kind == "delay":
                     server._stop.wait(fault.delay_s)
                 if fault is not None and fault.kind == "garbage":
-                    self._json(200, server._completion("lorem ipsum dolor sit amet"))
+                    self._json(200, server.garbage())
                     return
                 if server.latency_s:
                     server._stop.wait(server.latency_s)
-                try:
-                    request = parse_teacher_request(body["messages"])
-                except (KeyError, ValueError) as exc:
-                    self._error(400, f"cannot read the teacher prompt: {exc}")
-                    return
-                self._json(200, server._completion(server.answer(request)))
+                status, payload = server.respond(body)
+                self._json(status, payload)
 
         return Handler
+
+
+class TeacherServer(LoopbackOpenAIServer):
+    """OpenAI-style ``POST /v1/chat/completions`` on 127.0.0.1, ephemeral port.
+
+    ``expected_api_key``: when set, other bearer tokens get a 401 whose message echoes
+    the token (as some real APIs partly do), to test that clients do not leak it.
+    ``latency_s``: time each normal answer takes, so concurrent requests overlap.
+    """
+
+    route = "/v1/chat/completions"
+
+    def __init__(
+        self,
+        oracle: Oracle,
+        expected_api_key: str | None = None,
+        latency_s: float = 0.0,
+        model: str = "test-teacher",
+    ) -> None:
+        super().__init__(expected_api_key=expected_api_key, latency_s=latency_s, model=model)
+        self.oracle = oracle
+
+    def __enter__(self) -> TeacherServer:
+        return self.start()
+
+    # What the "model" says for a parsed request; chatter on purpose, to exercise parsers.
+    def answer(self, request: TeacherRequest) -> str:
+        verdict = self.oracle(request.question, request.gold_solution, request.prediction)
+        if request.kind == "first_error":
+            if verdict is None:
+                return "I am not sure what to make of this."
+            if verdict.error_step == -1:
+                return f"I checked every step. {CORRECT_ANSWER}."
+            return (
+                "Let me compare the steps with the reference.\n"
+                f"**{ERROR_STEP_ANSWER.format(k=verdict.error_step)}**"
+            )
+        if verdict is None or verdict.error_step < 0:
+            return "Nothing to correct."
+        continuation = split_steps(verdict.text)[len(request.kept_steps or []) :]
+        return "Here is the corrected solution:\n```\n" + "\n".join(continuation) + "\n```"
+
+    def respond(self, body: dict) -> tuple[int, dict]:
+        try:
+            request = parse_teacher_request(body["messages"])
+        except (KeyError, ValueError) as exc:
+            return 400, {"error": {"message": f"cannot read the teacher prompt: {exc}"}}
+        return 200, self._completion(self.answer(request))
+
+    def garbage(self) -> dict:
+        return self._completion("lorem ipsum dolor sit amet")
+
+    def _completion(self, text: str) -> dict:
+        return {
+            "id": f"chatcmpl-{len(self.requests)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        }

@@ -176,7 +176,7 @@ def stub_grm(monkeypatch):
     }
     asked: list[str] = []
 
-    def fake(grm_model, tokenizer, rows, *, batch_size, max_new_tokens, progress=True):
+    def fake(grm_model, tokenizer, rows, *, batch_size, max_new_tokens, progress=True, style=None):
         asked.extend(r["sample_id"] for r in rows)
         return [verdicts[r["sample_id"]] for r in rows]
 

@@ -7,7 +7,7 @@ from rlmec_core.config import STAGES, ConfigError, PipelineConfig, load_config
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["tiny", "micro"])
+@pytest.mark.parametrize("name", ["tiny", "micro", "gsm8k-instruct"])
 def test_shipped_configs_load(name):
     config = load_config(REPO / "configs" / f"{name}.yaml")
     assert config.run.name == name

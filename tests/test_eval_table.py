@@ -58,7 +58,7 @@ def test_evaluate_policies_on_a_tiny_llama():
 def test_evaluate_policies_runs_every_pair(monkeypatch):
     calls = []
 
-    def fake_accuracy(model, tokenizer, records, *, batch_size, max_new_tokens, progress):
+    def fake_accuracy(model, tokenizer, records, *, batch_size, max_new_tokens, progress, style):
         calls.append((model, len(records), batch_size, max_new_tokens))
         n_correct = {"m0": 1, "m1": 2}[model] if len(records) == 2 else 0
         predictions = [{"correct": i < n_correct} for i in range(len(records))]

@@ -44,10 +44,10 @@ def run_stage(tmp_path: Path, monkeypatch) -> tuple[StageIO, dict, list[dict]]:
         trained_on.extend(examples)
         return {"steps": 1, "loss_history": []}
 
-    monkeypatch.setattr(train_grm, "load_policy", lambda path: (FakeModel(), FakeModel()))
+    monkeypatch.setattr(train_grm, "load_policy", lambda path, **kw: (FakeModel(), FakeModel()))
     monkeypatch.setattr(train_grm, "train_sft", fake_train_sft)
     monkeypatch.setattr(train_grm, "grm_rewrites", lambda model, tok, rows, **kw: rows)
-    monkeypatch.setattr(train_grm, "grm_metrics", lambda verdicts, rows: {"n": len(rows)})
+    monkeypatch.setattr(train_grm, "grm_metrics", lambda verdicts, rows, *a: {"n": len(rows)})
     rewrites = tmp_path / "rewrites"
     distilled = Dataset.from_list(distilled_rows(), features=DISTILLED_FEATURES)
     save_parquet(distilled, rewrites / "distilled.parquet")

@@ -34,8 +34,16 @@ from rlmec_core.config import VARIANTS, TrainPolicySection, Variant
 from rlmec_core.logprobs import HeadMode, response_logprobs
 from rlmec_core.losses import DEFAULT_EPSILON, DEFAULT_IMITATION_COEF, rlmec_loss_terms
 from rlmec_core.progress import use_progress_callbacks
+from rlmec_core.prompt_format import PLAIN, PromptStyle
 from rlmec_core.rewards import instance_rewards
-from rlmec_core.trainers.sft import ListDataset, last_complete_checkpoint, training_arguments
+from rlmec_core.trainers.guards import NonFiniteGuard
+from rlmec_core.trainers.lora import is_lora, merge_lora, wrap_lora
+from rlmec_core.trainers.sft import (
+    ListDataset,
+    last_complete_checkpoint,
+    refuse_sharded_weights,
+    training_arguments,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -135,9 +143,11 @@ def gold_sft_rows(
     tokenizer: PreTrainedTokenizerBase,
     problems: Iterable[Mapping[str, Any]],
     problem_ids: Iterable[str],
+    style: PromptStyle | None = None,
 ) -> list[dict[str, list[int] | list[float]]]:
-    """The ``gold_sft`` rows: each of ``problem_ids``' gold solution after its policy prompt,
-    tokenised as every other target (prompt and solution apart, then EOS), weight 1.
+    """The ``gold_sft`` rows: each of ``problem_ids``' gold solution after its policy prompt
+    (in ``style``), tokenised as every other target (prompt and solution apart, then the
+    style's end token), weight 1.
 
     ``problems`` are data records (``id``, ``question``, ``gold_solution``); every id in
     ``problem_ids`` must be among them.
@@ -153,8 +163,12 @@ def gold_sft_rows(
     out: list[dict[str, list[int] | list[float]]] = []
     for problem_id in wanted:
         problem = by_id[problem_id]
+        style = style or PLAIN
         prompt, target = split_tokenize(
-            tokenizer, format_policy_prompt(problem["question"]), problem["gold_solution"]
+            tokenizer,
+            format_policy_prompt(problem["question"], style),
+            problem["gold_solution"],
+            eos_id=style.response_end(tokenizer),
         )
         out.append(
             {"prompt_ids": prompt, "target_ids": target, "target_weights": [1.0] * len(target)}
@@ -285,6 +299,8 @@ class RlmecTrainer(Trainer):
     def _logprobs(
         self, model: torch.nn.Module, ids: torch.Tensor, attention: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
+        if is_lora(model):  # the adapters live inside the base model: its lean path works
+            model = model.get_base_model()
         return response_logprobs(model, ids, attention, mask, head=self._head(model))
 
     def loss_terms(
@@ -333,7 +349,10 @@ class RlmecTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        terms = self.loss_terms(model, inputs)
+        # The lean log-prob path calls the decoder and the head directly, not the forward
+        # the Accelerator wraps in autocast: mixed precision is applied here instead.
+        with self.accelerator.autocast():
+            terms = self.loss_terms(model, inputs)
         if model.training:
             for name in LOGGED_TERMS[self.objective]:
                 value = terms[name].detach().double()
@@ -396,7 +415,7 @@ def build_policy_trainer(
         coef = 0.0 if variant == "no_imitation" else cfg.imitation_coef
         train_rows, objective = policy_rows(rows, variant), "rlmec"
     trainer = RlmecTrainer(
-        model=model,
+        model=wrap_lora(model, cfg.lora) if cfg.lora is not None else model,
         args=args,
         train_dataset=ListDataset(train_rows),
         data_collator=RlmecCollator(tokenizer.pad_token_id),
@@ -405,6 +424,7 @@ def build_policy_trainer(
         imitation_coef=coef,
     )
     use_progress_callbacks(trainer)
+    trainer.add_callback(NonFiniteGuard())  # a diverged run fails, commits nothing
     return trainer
 
 
@@ -429,18 +449,24 @@ def train_policy(
 
     Checkpoints go to ``output_dir/checkpoint-<step>``; with ``resume`` the last one is picked
     up, so an interrupted run continues at its saved step (and a finished one does no more).
-    The caller saves the final model. ``gold``: the ``gold_sft`` rows (that variant only).
+    The caller saves the final model; with ``cfg.lora`` the adapters are trained, then
+    merged into ``model``. ``gold``: the ``gold_sft`` rows (that variant only).
 
     Returns ``variant``, ``train_loss``, ``final_loss``, ``steps``, ``runtime_s``, ``n_rows``,
-    ``resumed_from``, ``loss_history`` (list of ``(step, loss)``) and ``term_histories``
+    ``trainable_params``, ``resumed_from``, ``loss_history`` (list of ``(step, loss)``) and
+    ``term_histories``
     (``l_rl``, ``l_im``, ``clip_fraction``, ``mean_ratio``; ``nll`` for ``rft``/``gold_sft``).
     """
     output_dir = Path(output_dir)
     trainer = build_policy_trainer(model, tokenizer, rows, output_dir, cfg, gold=gold)
+    refuse_sharded_weights(trainer)
     last = last_complete_checkpoint(output_dir) if resume else None
     if last:
         logger.info("train_policy: resuming from %s", last)
     result = trainer.train(resume_from_checkpoint=last)
+    n_trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    if is_lora(trainer.model):
+        merge_lora(trainer.model)  # into ``model``'s own weights: the caller saves ``model``
     model.eval()
 
     log_history = trainer.state.log_history
@@ -455,6 +481,7 @@ def train_policy(
         "learning_rate": cfg.learning_rate,
         "epsilon": cfg.epsilon,
         "imitation_coef": trainer.imitation_coef,
+        "trainable_params": int(n_trainable),
         "resumed_from": last,
         "loss_history": history,
         "term_histories": _histories(log_history, LOGGED_TERMS[trainer.objective]),

@@ -22,7 +22,10 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 from rlmec_core.config import TrainingSection
+from rlmec_core.precision import resolve_precision
 from rlmec_core.progress import on_terminal, use_progress_callbacks
+from rlmec_core.trainers.guards import NonFiniteGuard
+from rlmec_core.trainers.lora import merge_lora, wrap_lora
 
 IGNORE_INDEX = -100  # label value the causal-LM loss skips
 
@@ -30,20 +33,28 @@ logger = logging.getLogger(__name__)
 
 
 def tokenize_example(
-    tokenizer: PreTrainedTokenizerBase, prompt: str, response: str, max_length: int
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str,
+    response: str,
+    max_length: int,
+    eos_id: int | None = None,
 ) -> dict[str, list[int]]:
     """Token ids and labels for one example: prompt ids + response ids + EOS.
 
     Prompt and response are tokenised separately and concatenated, exactly as generation
     sees them (the prompt with the tokenizer's own special tokens, e.g. a BOS, the
     response with none), so the trained response tokens are the ones sampled later.
+    ``eos_id``: the token that ends the response (a chat template's end-of-turn token,
+    ``PromptStyle.response_end``); default the tokenizer's EOS.
     Sequences longer than ``max_length`` lose their tail.
     """
-    if tokenizer.eos_token_id is None:
+    if eos_id is None:
+        eos_id = tokenizer.eos_token_id
+    if eos_id is None:
         raise ValueError("tokenizer has no eos token; SFT needs one to teach the model to stop")
     prompt_ids = tokenizer(prompt)["input_ids"]
     response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-    response_ids = [*response_ids, tokenizer.eos_token_id]
+    response_ids = [*response_ids, eos_id]
     input_ids = (prompt_ids + response_ids)[:max_length]
     labels = ([IGNORE_INDEX] * len(prompt_ids) + response_ids)[:max_length]
     return {"input_ids": input_ids, "labels": labels}
@@ -91,6 +102,9 @@ COMMON_TRAINING_ARGUMENTS: dict[str, Any] = {
     "remove_unused_columns": False,
     # Plain AdamW: the fused default of recent transformers was slower on CPU here.
     "optim": "adamw_torch",
+    # Under DDP every trained weight gets a gradient (the whole model, or LoRA's adapters):
+    # no extra pass over the graph looking for unused ones.
+    "ddp_find_unused_parameters": False,
 }
 
 
@@ -113,18 +127,50 @@ def training_arguments(
         "save_steps": training.save_steps,
         "save_total_limit": training.save_total_limit,
         "logging_steps": training.logging_steps,
+        "logging_first_step": True,  # a short run still gets a point on every curve
         "seed": seed,
         "data_seed": seed,
         "use_cpu": not (torch.cuda.is_available() or torch.backends.mps.is_available()),
         "disable_tqdm": not on_terminal(),
         **overrides,
     }
+    precision = resolve_precision(training.precision)
+    kwargs.setdefault("bf16", precision == "bf16")
+    kwargs.setdefault("fp16", precision == "fp16")
     fields = {f.name for f in dataclasses.fields(TrainingArguments)}
     if "warmup_ratio" in fields:
         kwargs["warmup_ratio"] = training.warmup_ratio
     else:  # 5.x: a float in [0, 1) is a ratio of the total steps
         kwargs["warmup_steps"] = training.warmup_ratio
+    if training.gradient_checkpointing:
+        # Renamed activation_checkpointing in 5.x; non-reentrant also works with LoRA's
+        # frozen embeddings (no input that requires grad).
+        name = (
+            "activation_checkpointing"
+            if "activation_checkpointing" in fields
+            else "gradient_checkpointing"
+        )
+        kwargs[name] = True
+        kwargs[f"{name}_kwargs"] = {"use_reentrant": False}
     return TrainingArguments(**kwargs)
+
+
+def refuse_sharded_weights(trainer: Trainer) -> None:
+    """Fail before training when the weights end up sharded across processes.
+
+    The stages save ``model`` as rank 0 holds it after training (LoRA merged into it):
+    plain DDP and DeepSpeed ZeRO-1/2 keep a full copy there, ZeRO-3 and FSDP only a shard.
+    """
+    sharded = bool(getattr(trainer, "is_fsdp_enabled", False))
+    if getattr(trainer, "is_deepspeed_enabled", False):
+        plugin = trainer.accelerator.state.deepspeed_plugin
+        sharded = sharded or getattr(plugin, "zero_stage", 0) == 3
+    if sharded:
+        raise ValueError(
+            "launcher.config_file shards the weights (DeepSpeed ZeRO-3 or FSDP), but the "
+            "stage saves rank 0's full copy of the model: use DeepSpeed ZeRO-1/2 or DDP, with "
+            "LoRA for a model whose full fine-tuning does not fit"
+        )
 
 
 def train_sft(
@@ -136,18 +182,21 @@ def train_sft(
     *,
     seed: int,
     resume: bool = True,
+    eos_id: int | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``model`` in place on ``examples`` (dicts with "prompt" and "response").
 
     ``training`` is the stage's config section (epochs or max_steps, learning rate, batch
-    size, schedule, max_length, save_steps...). Checkpoints go to
+    size, schedule, max_length, save_steps, precision, LoRA...). With ``training.lora`` only
+    adapters are trained and then merged into ``model``'s weights. ``eos_id`` ends every
+    response (``tokenize_example``). Checkpoints go to
     ``output_dir/checkpoint-<step>`` every ``save_steps`` steps and at the end; with
     ``resume`` an existing checkpoint is picked up, so an interrupted run continues where
     it stopped (and a finished one does no more steps). The caller saves the final model.
 
     Returns ``train_loss`` (HF's mean over the run), ``final_loss`` (the last logged
-    step), ``steps``, ``runtime_s``, ``n_examples``, ``n_truncated`` and
-    ``loss_history`` (a list of ``(step, loss)``).
+    step), ``steps``, ``runtime_s``, ``n_examples``, ``n_truncated``, ``trainable_params``
+    and ``loss_history`` (a list of ``(step, loss)``).
     """
     if not examples:
         raise ValueError("train_sft: no examples")
@@ -159,8 +208,12 @@ def train_sft(
         raise ValueError("tokenizer has no pad token; load it with rlmec_core.modeling.load_policy")
 
     max_length = training.max_length
-    rows = [tokenize_example(tokenizer, e["prompt"], e["response"], max_length) for e in examples]
-    n_truncated = sum(r["input_ids"][-1] != tokenizer.eos_token_id for r in rows)
+    eos_id = tokenizer.eos_token_id if eos_id is None else eos_id
+    rows = [
+        tokenize_example(tokenizer, e["prompt"], e["response"], max_length, eos_id)
+        for e in examples
+    ]
+    n_truncated = sum(r["input_ids"][-1] != eos_id for r in rows)
     if n_truncated:
         logger.warning(
             "train_sft: %d of %d examples cut at %d tokens", n_truncated, len(rows), max_length
@@ -172,17 +225,23 @@ def train_sft(
         )
 
     output_dir = Path(output_dir)
+    trained = wrap_lora(model, training.lora) if training.lora is not None else model
     trainer = Trainer(
-        model=model,
+        model=trained,
         args=training_arguments(training, output_dir, seed=seed),
         train_dataset=ListDataset(trainable),
         data_collator=ResponseOnlyCollator(tokenizer.pad_token_id),
     )
     use_progress_callbacks(trainer)
+    trainer.add_callback(NonFiniteGuard())  # a diverged run fails, commits nothing
+    refuse_sharded_weights(trainer)
     last = last_complete_checkpoint(output_dir) if resume else None
     if last:
         logger.info("train_sft: resuming from %s", last)
     result = trainer.train(resume_from_checkpoint=last)
+    n_trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
+    if training.lora is not None:
+        merge_lora(trained)  # into ``model``'s own weights: the caller saves ``model``
     model.eval()
 
     history = [
@@ -197,6 +256,7 @@ def train_sft(
         "runtime_s": float(result.metrics.get("train_runtime", 0.0)),
         "n_examples": len(trainable),
         "n_truncated": int(n_truncated),
+        "trainable_params": int(n_trainable),
         "resumed_from": last,
         "loss_history": history,
     }
