@@ -16,31 +16,13 @@ n = int(sys.argv[3])
 k = int(sys.argv[4])
 out.mkdir(parents=True, exist_ok=True)
 if not (out / "train.parquet").exists():
-    splits = synthetic_splits(
-        seed=0,
-        n_train=4000,
-        n_dev=500,
-        n_test=1200,
-        min_steps=2,
-        max_steps=4,
-        max_operand=10,
-        max_value=100,
-    )
+    # tiny.yaml's task (the defaults: 2-4 steps, operands to 10, values to 100)
+    splits = synthetic_splits(seed=0, n_train=4000, n_dev=500, n_test=1200)
     for name, ds in splits.items():
         save_parquet(ds, out / f"{name}.parquet")
 problems = load_parquet(out / "train.parquet").select(range(n))
 model, tok = load_policy(policy_dir)
-samples, metrics = collect_samples(
-    model,
-    tok,
-    problems,
-    k=k,
-    temperature=0.7,
-    top_p=0.95,
-    max_new_tokens=160,
-    batch_size=64,
-    seed=0,
-    progress=False,
-)
+SAMPLING = {"temperature": 0.7, "top_p": 0.95, "max_new_tokens": 160, "batch_size": 64}
+samples, metrics = collect_samples(model, tok, problems, k=k, seed=0, progress=False, **SAMPLING)
 save_parquet(samples, out / f"samples_{n}x{k}.parquet")
 log(metrics)

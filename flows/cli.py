@@ -111,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Run the shared stages once (cached), then train every variant at every learning "
             "rate of the grid (one seed, same data and steps) and evaluate on the dev split, "
-            "never on test. Prints dev accuracy with 95%% CIs and the config line "
+            "never on test. Prints dev accuracy with 95% CIs and the config line "
             "train_policy.variant_learning_rates holding each variant's best rate."
         ),
     )

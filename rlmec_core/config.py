@@ -346,14 +346,20 @@ class TrainPolicySection(TrainingSection):
     launcher: LauncherSection = LauncherSection()
 
     def for_variant(self, variant: str, seed: int | None = None) -> TrainPolicySection:
-        """This section for one variant (and seed), at the variant's own learning rate."""
+        """This section for one variant (and seed), resolved to the variant's own learning
+        rate (``variant_learning_rates`` emptied, so resolving again changes nothing)."""
         return self.model_copy(
             update={
                 "variant": variant,
                 "seed": self.seed if seed is None else seed,
                 "learning_rate": self.variant_learning_rates.get(variant, self.learning_rate),
+                "variant_learning_rates": {},
             }
         )
+
+    def resolved(self) -> TrainPolicySection:
+        """This section as its own variant trains: at that variant's learning rate."""
+        return self.for_variant(self.variant)
 
     def semantic(self) -> dict[str, Any]:
         # Only the variant's own learning rate shapes what it computes.

@@ -115,17 +115,9 @@ def rlmec_loss(
     rewards: torch.Tensor,
     target_logp: torch.Tensor | None,
     target_weights: torch.Tensor | None,
-    *,
-    epsilon: float = DEFAULT_EPSILON,
-    imitation_coef: float = DEFAULT_IMITATION_COEF,
+    **coefficients: float,
 ) -> torch.Tensor:
-    """The scalar RLMEC loss ``L_RL + λ · L_IM``; see :func:`rlmec_loss_terms`."""
-    return rlmec_loss_terms(
-        logp,
-        ref_logp,
-        rewards,
-        target_logp,
-        target_weights,
-        epsilon=epsilon,
-        imitation_coef=imitation_coef,
-    )["loss"]
+    """The scalar RLMEC loss ``L_RL + λ · L_IM``; see :func:`rlmec_loss_terms` (whose
+    ``epsilon`` and ``imitation_coef`` it takes by keyword)."""
+    terms = rlmec_loss_terms(logp, ref_logp, rewards, target_logp, target_weights, **coefficients)
+    return terms["loss"]

@@ -10,6 +10,16 @@ from typing import Any
 MANIFEST_NAME = "manifest.json"
 
 
+# What a production of an artifact records about the run that made it, besides its parents.
+RUN_FIELDS = ("stage", "kind", "config_hash", "code_fingerprint")
+RUN_FIELDS += ("prefect_flow_run_id", "prefect_task_run_id", "mlflow_run_id")
+
+
+def run_fields(source: Any) -> dict[str, Any]:
+    """``RUN_FIELDS`` of a provenance, a manifest or a production."""
+    return {name: getattr(source, name) for name in RUN_FIELDS}
+
+
 @dataclass(frozen=True)
 class Provenance:
     """Who made an artifact: the stage, its inputs, and the runs that executed it."""
@@ -78,15 +88,9 @@ class Production:
     def of(cls, artifact_id: str, provenance: Provenance, created_at: str) -> Production:
         return cls(
             artifact_id=artifact_id,
-            stage=provenance.stage,
-            kind=provenance.kind,
             parents=list(provenance.parents),
-            config_hash=provenance.config_hash,
-            code_fingerprint=provenance.code_fingerprint,
-            prefect_flow_run_id=provenance.prefect_flow_run_id,
-            prefect_task_run_id=provenance.prefect_task_run_id,
-            mlflow_run_id=provenance.mlflow_run_id,
             created_at=created_at,
+            **run_fields(provenance),
         )
 
     @classmethod
@@ -94,15 +98,9 @@ class Production:
         """The production a manifest describes: the artifact's first."""
         return cls(
             artifact_id=manifest.id,
-            stage=manifest.stage,
-            kind=manifest.kind,
             parents=list(manifest.parents),
-            config_hash=manifest.config_hash,
-            code_fingerprint=manifest.code_fingerprint,
-            prefect_flow_run_id=manifest.prefect_flow_run_id,
-            prefect_task_run_id=manifest.prefect_task_run_id,
-            mlflow_run_id=manifest.mlflow_run_id,
             created_at=manifest.created_at,
+            **run_fields(manifest),
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from storage.atomic import fsync_dir, write_json_atomic
-from storage.manifest import MANIFEST_NAME, Manifest, Production, Provenance
+from storage.manifest import MANIFEST_NAME, Manifest, Production, Provenance, run_fields
 
 ID_LENGTH = 20
 
@@ -87,17 +87,11 @@ class ArtifactStore:
             return self.manifest(artifact_id)
         manifest = Manifest(
             id=artifact_id,
-            kind=provenance.kind,
-            stage=provenance.stage,
             parents=list(provenance.parents),
-            config_hash=provenance.config_hash,
-            code_fingerprint=provenance.code_fingerprint,
-            prefect_flow_run_id=provenance.prefect_flow_run_id,
-            prefect_task_run_id=provenance.prefect_task_run_id,
-            mlflow_run_id=provenance.mlflow_run_id,
             created_at=production.created_at,
             files=files,
             extra=dict(provenance.extra),
+            **run_fields(provenance),
         )
         write_json_atomic(staged / MANIFEST_NAME, manifest.to_json())
         # Move the whole folder aside first so `staged` (owned by `staging()`) is free

@@ -30,16 +30,7 @@ def input_files_digest(config: PipelineConfig) -> str:
 def data_task(ctx: RunContext, io: StageIO) -> StageResult:
     cfg = ctx.config.data
     syn = cfg.synthetic
-    splits = synthetic_splits(
-        seed=ctx.config.run.seed,
-        n_train=syn.n_train,
-        n_dev=syn.n_dev,
-        n_test=syn.n_test,
-        min_steps=syn.min_steps,
-        max_steps=syn.max_steps,
-        max_operand=syn.max_operand,
-        max_value=syn.max_value,
-    )
+    splits = synthetic_splits(seed=ctx.config.run.seed, **syn.model_dump())
     if cfg.train_file is not None:
         train = load_eval_file(ctx.config.resolve_path(cfg.train_file.path), cfg.train_file.format)
         if cfg.train_file.limit:

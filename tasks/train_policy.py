@@ -24,7 +24,7 @@ def train_policy_task(ctx: RunContext, io: StageIO) -> StageResult:
 
 def _train_policy(ctx: RunContext, io: StageIO) -> StageResult:
     """The stage in this process (one of several under ``accelerate launch``)."""
-    cfg = ctx.config.train_policy
+    cfg = ctx.config.train_policy.resolved()  # the variant's own learning rate
     model, tokenizer = load_policy(
         model_dir(io.inputs["policy"]), dtype=lora_dtype(torch_dtype(cfg.precision), cfg.lora)
     )

@@ -9,8 +9,8 @@ from pathlib import Path
 from tokenizers import processors
 from transformers import PreTrainedTokenizerFast
 
-from rlmec_core.modeling import build_tiny_llama
 from rlmec_core.tokenizer import train_tokenizer
+from tests.tiny_models import tiny_llama
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 # ChatML-like, opening with the BOS as text (as Llama 3's and Gemma's templates do).
@@ -38,15 +38,7 @@ def chat_tokenizer(texts: Iterable[str], *, adds_bos: bool = False) -> PreTraine
 def save_chat_model(path: Path, texts: Iterable[str], *, seed: int = 0) -> Path:
     """A tiny Llama with ``chat_tokenizer(texts)``, saved to ``path``."""
     tokenizer = chat_tokenizer(texts)
-    model = build_tiny_llama(
-        tokenizer,
-        hidden_size=32,
-        num_layers=2,
-        num_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-        seed=seed,
-    )
+    model = tiny_llama(tokenizer, seed=seed)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

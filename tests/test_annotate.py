@@ -21,10 +21,10 @@ from rlmec_core.data.schema import RL_FEATURES
 from rlmec_core.editing import minimum_edit_weights
 from rlmec_core.grm import GrmVerdict
 from rlmec_core.grm_data import error_step_prompt, rewrite_prompt
-from rlmec_core.modeling import build_tiny_llama
 from rlmec_core.policy_prompt import format_policy_prompt
 from rlmec_core.rewards import MAX_PENALTY, MAX_REWARD, token_rewards
 from rlmec_core.tokenizer import train_tokenizer
+from tests.tiny_models import tiny_llama
 
 QUESTION = "Tom has 3 apples and buys 2 more. How many apples does he have?"
 GOLD = "3 + 2 = 5\nThe answer is 5"
@@ -40,15 +40,7 @@ def tokenizer():
 
 
 def _model(tokenizer, seed: int):
-    return build_tiny_llama(
-        tokenizer,
-        hidden_size=32,
-        num_layers=2,
-        num_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-        seed=seed,
-    ).eval()
+    return tiny_llama(tokenizer, seed=seed).eval()
 
 
 @pytest.fixture(scope="module")

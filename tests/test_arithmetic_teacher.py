@@ -17,6 +17,7 @@ from rlmec_core.teachers.arithmetic import ArithmeticTeacher
 from rlmec_core.teachers.base import Rewrite, Teacher, split_steps
 from rlmec_core.teachers.perturb import Kind, perturb_solution
 from rlmec_core.verification import check_steps
+from tests.hens import HENS_GOLD, HENS_Q
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 
@@ -259,18 +260,6 @@ def test_on_perturbed_gsm8k_the_teacher_finds_the_step_and_the_answer(
 
 # --- Misread numbers: a question number copied wrongly, restated in prose, carried on ---
 
-# The synthetic template (rlmec_core.data.synthetic, farm scenario), written out so the
-# expected rewrites do not depend on the generator's random stream.
-HENS_Q = (
-    "Anna has 6 hens and each hen lays 10 eggs this week. She uses 10 eggs for breakfast. "
-    "She finds 4 more eggs in the barn. How many eggs does Anna have now?"
-)
-HENS_GOLD = (
-    "6 hens lay 10 eggs each, so there are 6 * 10 = 60 eggs.\n"
-    "She uses 10, so she has 60 - 10 = 50 eggs.\n"
-    "She finds 4 more, so she has 50 + 4 = 54 eggs.\n"
-    "The answer is 54"
-)
 HENS_BODY = HENS_GOLD.rsplit("\n", 1)[0]
 HENS_MISREAD_BODY = (
     "6 hens lay 10 eggs each, so there are 6 * 10 = 60 eggs.\n"

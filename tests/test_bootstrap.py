@@ -12,7 +12,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from rlmec_core.bootstrap import bootstrap_policy
 from rlmec_core.config import BootstrapSection, TrainingSection
 from rlmec_core.data.synthetic import synthetic_splits
-from rlmec_core.modeling import build_tiny_llama
 from rlmec_core.policy_prompt import format_policy_prompt
 from rlmec_core.tokenizer import train_tokenizer
 from rlmec_core.trainers.sft import (
@@ -21,6 +20,7 @@ from rlmec_core.trainers.sft import (
     tokenize_example,
     train_sft,
 )
+from tests.tiny_models import tiny_llama
 
 MICRO = BootstrapSection(
     vocab_size=300,
@@ -115,15 +115,7 @@ def test_loss_is_on_response_tokens_only(tokenizer):
 
 
 def _tiny_model(tokenizer):
-    return build_tiny_llama(
-        tokenizer,
-        hidden_size=32,
-        num_layers=1,
-        num_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-        seed=0,
-    )
+    return tiny_llama(tokenizer, layers=1)
 
 
 def test_sft_resumes_from_the_last_checkpoint(micro_splits, tokenizer, tmp_path):

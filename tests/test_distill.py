@@ -22,6 +22,7 @@ from rlmec_core.distill import (
 from rlmec_core.teachers.arithmetic import ArithmeticTeacher
 from rlmec_core.teachers.base import Rewrite, split_steps
 from rlmec_core.verification import Verifier
+from tests.hens import HENS_GOLD, HENS_LUCKY, HENS_Q, QA_Q
 
 
 class FakeTeacher:
@@ -300,24 +301,6 @@ def test_metrics_with_nothing_incorrect_are_zero():
 
 # --- The step checker on samples and rewrites (VerificationSection) ---
 
-HENS_Q = (
-    "Anna has 6 hens and each hen lays 10 eggs this week. She uses 10 eggs for breakfast. "
-    "She finds 4 more eggs in the barn. How many eggs does Anna have now?"
-)
-HENS_GOLD = (
-    "6 hens lay 10 eggs each, so there are 6 * 10 = 60 eggs.\n"
-    "She uses 10, so she has 60 - 10 = 50 eggs.\n"
-    "She finds 4 more, so she has 50 + 4 = 54 eggs.\n"
-    "The answer is 54"
-)
-# The gold answer through a misread (1 for 10) and a made-up number: every equation holds.
-HENS_LUCKY = (
-    "6 hens lay 10 eggs each, so there are 6 * 10 = 60 eggs.\n"
-    "She uses 1, so she has 60 - 1 = 59 eggs.\n"
-    "She finds 4 more and loses 9, so she has 59 + 4 - 9 = 54 eggs.\n"
-    "The answer is 54"
-)
-QA_Q = "Predators eat\nOptions:\nlions\nhumans\nbunnies\ngrass"
 AUTO = VerificationSection()
 OFF = VerificationSection(steps="off")
 

@@ -17,9 +17,9 @@ from rlmec_core.eval_table import (
     results_table,
     summarize_results,
 )
-from rlmec_core.modeling import build_tiny_llama
 from rlmec_core.statistics import accuracy_interval, paired_difference
 from rlmec_core.tokenizer import train_tokenizer
+from tests.tiny_models import tiny_llama
 
 RECORDS = [
     {"id": "a", "question": "What is 2 + 3?", "gold_answer": "5"},
@@ -29,15 +29,7 @@ RECORDS = [
 
 def test_evaluate_policies_on_a_tiny_llama():
     tokenizer = train_tokenizer(["What is 2 + 3?\nThe answer is 5"] * 4, vocab_size=300)
-    model = build_tiny_llama(
-        tokenizer,
-        hidden_size=32,
-        num_layers=1,
-        num_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        seed=0,
-    )
+    model = tiny_llama(tokenizer, layers=1, heads=4, positions=128)
     rows = evaluate_policies(
         {"initial": (model, tokenizer)},
         {"toy": RECORDS, "one": RECORDS[:1]},

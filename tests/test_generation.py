@@ -6,40 +6,19 @@ import pytest
 import torch
 
 from rlmec_core import evaluation
-from rlmec_core.data.synthetic import synthetic_splits
 from rlmec_core.evaluation import greedy_accuracy
 from rlmec_core.generation import GenerationResult, _count_new_tokens, generate_solutions
-from rlmec_core.modeling import build_tiny_llama
 from rlmec_core.policy_prompt import format_policy_prompt
-from rlmec_core.tokenizer import train_tokenizer
+from tests.random_policy import random_policy
 
 GEN = dict(top_p=1.0, max_new_tokens=12, seed=0, progress=False)
 
 
 @pytest.fixture(scope="module")
 def policy():
-    splits = synthetic_splits(seed=0, n_train=100, n_dev=6, n_test=0)
-    train = splits["train"]
-    pairs = zip(train["question"], train["gold_solution"], strict=True)
-    tokenizer = train_tokenizer([format_policy_prompt(q) + s for q, s in pairs], vocab_size=320)
-    model = build_tiny_llama(
-        tokenizer,
-        hidden_size=32,
-        num_layers=2,
-        num_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=256,
-        seed=0,
-    )
-    # A freshly initialised model repeats one token; large random weights make its greedy
-    # continuations differ by prompt, so a padding bug would show up as a mismatch.
-    with torch.no_grad():
-        gen = torch.Generator().manual_seed(0)
-        for param in model.parameters():
-            if param.dim() == 2:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.5)
-    prompts = [format_policy_prompt(q) for q in splits["dev"]["question"]]
-    return model, tokenizer, prompts, splits["dev"]
+    model, tokenizer, dev = random_policy(n_dev=6)
+    prompts = [format_policy_prompt(q) for q in dev["question"]]
+    return model, tokenizer, prompts, dev
 
 
 def test_batched_greedy_equals_one_prompt_at_a_time(policy):

@@ -23,7 +23,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from rlmec_core.collect import collect_samples
 from rlmec_core.config import GenerationSection, PipelineConfig
 from rlmec_core.data.io import load_parquet
-from rlmec_core.data.synthetic import synthetic_splits
 from rlmec_core.evaluation import greedy_accuracy
 from rlmec_core.generation import generate_solutions
 from rlmec_core.generation_server import (
@@ -36,14 +35,14 @@ from rlmec_core.generation_server import (
     served_endpoint,
 )
 from rlmec_core.grm import greedy_continuations
-from rlmec_core.modeling import build_tiny_llama, load_policy
+from rlmec_core.modeling import load_policy
 from rlmec_core.policy_prompt import format_policy_prompt
-from rlmec_core.tokenizer import train_tokenizer
 from storage.store import ArtifactStore
 from tasks.models import model_dir
 from tests.chat_model import IM_END, save_chat_model
 from tests.completions_server import CompletionsServer
 from tests.pipeline_helpers import REPO, run_in_process, stage_table
+from tests.random_policy import random_policy
 from tests.teacher_server import Fault
 
 KEY_ENV = "RLMEC_TEST_GENERATION_KEY"
@@ -56,31 +55,14 @@ LAUNCH += f"--served-model-name {{model}} --api-key-env {KEY_ENV}"
 @pytest.fixture(scope="module")
 def policy_dir(tmp_path_factory):
     """A tiny random Llama saved as a model folder, and held-out prompts for it."""
-    splits = synthetic_splits(seed=0, n_train=100, n_dev=8, n_test=0)
-    train = splits["train"]
-    pairs = zip(train["question"], train["gold_solution"], strict=True)
-    tokenizer = train_tokenizer([format_policy_prompt(q) + s for q, s in pairs], vocab_size=320)
-    model = build_tiny_llama(
-        tokenizer,
-        hidden_size=32,
-        num_layers=2,
-        num_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=256,
-        seed=0,
-    )
-    # Large random weights make greedy continuations differ by prompt; a larger EOS
-    # embedding makes some stop at EOS and others run to max_new_tokens.
+    model, tokenizer, dev = random_policy(n_dev=8)
+    # A larger EOS embedding makes some continuations stop at EOS, others run to the limit.
     with torch.no_grad():
-        gen = torch.Generator().manual_seed(0)
-        for param in model.parameters():
-            if param.dim() == 2:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.5)
         model.get_input_embeddings().weight[tokenizer.eos_token_id] *= 2.0
     path = tmp_path_factory.mktemp("policy") / "model"
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
-    return path, splits["dev"]
+    return path, dev
 
 
 @pytest.fixture(autouse=True)

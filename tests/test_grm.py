@@ -13,8 +13,8 @@ from rlmec_core.grm_data import (
     error_step_prompt,
     rewrite_prompt,
 )
-from rlmec_core.modeling import build_tiny_llama
 from rlmec_core.tokenizer import train_tokenizer
+from tests.tiny_models import tiny_llama
 
 QUESTION = "Tom has 3 apples and buys 2 more. How many apples does he have?"
 GOLD = "3 + 2 = 5\nThe answer is 5"
@@ -111,15 +111,7 @@ def test_rows_missing_a_field_are_refused(tokenizer):
 
 def test_batched_greedy_decoding_matches_one_prompt_at_a_time(tokenizer):
     # Left padding must not change what a (random) model continues a prompt with.
-    model = build_tiny_llama(
-        tokenizer,
-        hidden_size=32,
-        num_layers=2,
-        num_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-        seed=3,
-    )
+    model = tiny_llama(tokenizer, seed=3)
     prompts = [QUESTION, "3 + 2 = 5", GOLD, WRONG, "The answer is"]
     ids = [tokenizer(p)["input_ids"] for p in prompts]
     batched = greedy_continuations(

@@ -34,6 +34,7 @@ from tasks.locks import StageLockManager
 from tasks.stage import StageError
 from tests.pipeline_helpers import REPO
 from tests.test_distill import FakeTeacher, make_sample
+from tests.tiny_models import tiny_llama
 
 FIXTURES = REPO / "tests" / "fixtures"
 
@@ -510,22 +511,13 @@ def test_chat_teacher_sections_take_the_fraction(tmp_path):
 
 def test_a_diverging_training_run_stops_with_a_clear_error(tmp_path):
     from rlmec_core.config import TrainingSection
-    from rlmec_core.modeling import build_tiny_llama
     from rlmec_core.tokenizer import train_tokenizer
     from rlmec_core.trainers.guards import NonFiniteLossError
     from rlmec_core.trainers.sft import train_sft
 
     texts = [f"{i} + {i} = {2 * i}" for i in range(40)]
     tokenizer = train_tokenizer(texts, vocab_size=300)
-    model = build_tiny_llama(
-        tokenizer,
-        hidden_size=16,
-        num_layers=1,
-        num_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=64,
-        seed=0,
-    )
+    model = tiny_llama(tokenizer, hidden=16, layers=1, intermediate=32, positions=64)
     examples = [{"prompt": f"{i} + {i} =", "response": f" {2 * i}"} for i in range(40)]
     training = TrainingSection(learning_rate=1e30, max_steps=6, batch_size=4, save_steps=100)
     with pytest.raises(NonFiniteLossError, match=r"training diverged at step \d+: .*not finite"):

@@ -10,7 +10,6 @@ import torch
 from rlmec_core.config import VARIANTS, TrainPolicySection
 from rlmec_core.editing import minimum_edit_weights
 from rlmec_core.losses import rlmec_loss
-from rlmec_core.modeling import build_tiny_llama
 from rlmec_core.tokenizer import train_tokenizer
 from rlmec_core.trainers.rlmec_trainer import (
     RL_VARIANTS,
@@ -21,6 +20,7 @@ from rlmec_core.trainers.rlmec_trainer import (
     policy_rows,
     train_policy,
 )
+from tests.tiny_models import tiny_llama
 
 # (prompt, y, ŷ, correct): two right samples, two wrong ones with a one-step rewrite.
 SAMPLES = [
@@ -60,15 +60,7 @@ def tokenizer():
 
 
 def _model(tokenizer, seed: int = 0):
-    return build_tiny_llama(
-        tokenizer,
-        hidden_size=32,
-        num_layers=1,
-        num_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        seed=seed,
-    )
+    return tiny_llama(tokenizer, layers=1, heads=4, positions=128, seed=seed)
 
 
 def _naive_logprobs(model, prompt: list[int], cont: list[int]) -> torch.Tensor:

@@ -16,27 +16,9 @@ from rlmec_core.verification import (
     check_steps,
     checker_applies,
 )
+from tests.hens import HENS_GOLD, HENS_LUCKY, HENS_Q, QA_Q
 
 DATA = Path(__file__).resolve().parent.parent / "data"
-
-HENS_Q = (
-    "Anna has 6 hens and each hen lays 10 eggs this week. She uses 10 eggs for breakfast. "
-    "She finds 4 more eggs in the barn. How many eggs does Anna have now?"
-)
-HENS_GOLD = (
-    "6 hens lay 10 eggs each, so there are 6 * 10 = 60 eggs.\n"
-    "She uses 10, so she has 60 - 10 = 50 eggs.\n"
-    "She finds 4 more, so she has 50 + 4 = 54 eggs.\n"
-    "The answer is 54"
-)
-# 10 misread as 1, then a lucky final answer: every equation holds, one number is made up.
-HENS_LUCKY = (
-    "6 hens lay 10 eggs each, so there are 6 * 10 = 60 eggs.\n"
-    "She uses 1, so she has 60 - 1 = 59 eggs.\n"
-    "She finds 4 more and loses 9, so she has 59 + 4 - 9 = 54 eggs.\n"
-    "The answer is 54"
-)
-QA_Q = "Predators eat\nOptions:\nlions\nhumans\nbunnies\ngrass"
 
 
 @pytest.mark.parametrize("strength", ["equations", "grounded"])

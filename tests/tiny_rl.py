@@ -9,8 +9,8 @@ from typing import Any
 from datasets import Dataset
 
 from rlmec_core.data.schema import RL_FEATURES
-from rlmec_core.modeling import build_tiny_llama
 from rlmec_core.tokenizer import train_tokenizer
+from tests.tiny_models import tiny_llama
 
 
 def problems(n: int, seed: int = 0) -> list[tuple[str, str, str, bool]]:
@@ -34,15 +34,7 @@ def tiny_tokenizer():
 
 
 def tiny_model(tokenizer, seed: int = 0, layers: int = 2):
-    return build_tiny_llama(
-        tokenizer,
-        hidden_size=32,
-        num_layers=layers,
-        num_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        seed=seed,
-    )
+    return tiny_llama(tokenizer, layers=layers, heads=4, positions=128, seed=seed)
 
 
 def rl_rows(tokenizer, n: int = 16, seed: int = 0) -> list[dict]:

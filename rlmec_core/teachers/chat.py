@@ -63,32 +63,16 @@ class ChatTeacher:
         backoff_cap_s: float = 30.0,
         retry_after_cap_s: float = 60.0,
     ) -> None:
+        # The arguments as given (first, while locals() holds only them): also what a
+        # pickle carries.
+        self._settings = {name: value for name, value in locals().items() if name != "self"}
         if max_tokens < 1:
             raise ValueError(f"ChatTeacher: max_tokens must be >= 1, got {max_tokens}")
+        vars(self).update(self._settings)
+        endpoint = {k: v for k, v in self._settings.items() if k != "max_tokens"}
         self._endpoint = OpenAIEndpoint(
-            base_url,
-            model,
-            api_key_env=api_key_env,
-            timeout_s=timeout_s,
-            max_retries=max_retries,
-            concurrency=concurrency,
-            backoff_base_s=backoff_base_s,
-            backoff_cap_s=backoff_cap_s,
-            retry_after_cap_s=retry_after_cap_s,
-            label="teacher",
-            owner="ChatTeacher",
-            error_type=ChatTeacherError,
+            **endpoint, label="teacher", owner="ChatTeacher", error_type=ChatTeacherError
         )
-        self.base_url = base_url
-        self.model = model
-        self.api_key_env = api_key_env
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self.concurrency = concurrency
-        self.max_tokens = max_tokens
-        self.backoff_base_s = backoff_base_s
-        self.backoff_cap_s = backoff_cap_s
-        self.retry_after_cap_s = retry_after_cap_s
 
     def __repr__(self) -> str:
         return (
@@ -98,18 +82,7 @@ class ChatTeacher:
 
     # Pickles (e.g. task caches) carry the settings only; the key is re-read on load.
     def __getstate__(self) -> dict:
-        return {
-            "base_url": self.base_url,
-            "model": self.model,
-            "api_key_env": self.api_key_env,
-            "timeout_s": self.timeout_s,
-            "max_retries": self.max_retries,
-            "concurrency": self.concurrency,
-            "max_tokens": self.max_tokens,
-            "backoff_base_s": self.backoff_base_s,
-            "backoff_cap_s": self.backoff_cap_s,
-            "retry_after_cap_s": self.retry_after_cap_s,
-        }
+        return dict(self._settings)
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(**state)
