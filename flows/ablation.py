@@ -51,13 +51,12 @@ def rlmec_ablation(
         markdown = ablation_markdown(summary)
         publish_table(stages.ctx, "ablation", markdown)
         # Per variant and seed: the trained policy, its learning rate and its evaluation.
-        trained = [{k: v for k, v in run.items() if k != "rows"} for run in runs]
-        artifact = commit_summary(
+        artifact, trained = commit_summary(
             stages,
             kind="ablation",
-            payload={"summary": summary, "results": results, "runs": trained},
+            payload={"summary": summary, "results": results},
             markdown=markdown,
-            parents=[run["evaluation_artifact"] for run in runs],
+            runs=runs,
             extra={"variants": variants, "seeds": seeds},
         )
         return {

@@ -54,13 +54,12 @@ def rlmec_tuning(
         rates = ", ".join(f"{variant}: {lr:g}" for variant, lr in chosen.items())
         snippet = f"train_policy:\n  variant_learning_rates: {{{rates}}}\n"
         markdown = tuning_table(summary).to_markdown() + "\n```yaml\n" + snippet + "```\n"
-        trained = [{k: v for k, v in run.items() if k != "rows"} for run in runs]
-        artifact = commit_summary(
+        artifact, _ = commit_summary(
             stages,
             kind="tuning",
-            payload={"summary": summary, "chosen": chosen, "runs": trained},
+            payload={"summary": summary, "chosen": chosen},
             markdown=markdown,
-            parents=[run["evaluation_artifact"] for run in runs],
+            runs=runs,
             extra={"variants": variants, "learning_rates": grid, "seed": seed},
         )
         return {

@@ -56,11 +56,15 @@ def commit_summary(
     kind: str,
     payload: dict[str, Any],
     markdown: str,
-    parents: list[str],
+    runs: list[dict[str, Any]],
     extra: dict[str, Any],
-) -> str:
-    """Store a study's summary (``<kind>.json`` and ``<kind>.md``) as an artifact whose
-    parents are the evaluations it summarises; tag the run with it. Returns its id."""
+) -> tuple[str, list[dict[str, Any]]]:
+    """Store a study's summary (``<kind>.json`` with ``payload`` and each run without its
+    rows, and ``<kind>.md``) as an artifact whose parents are the runs' evaluations; tag
+    the run with it. Returns its id and the runs as stored."""
+    trained = [{k: v for k, v in run.items() if k != "rows"} for run in runs]
+    payload = {**payload, "runs": trained}
+    parents = [run["evaluation_artifact"] for run in runs]
     store = stages.ctx.store
     with store.staging() as out:
         write_json_atomic(out / f"{kind}.json", payload)
@@ -80,4 +84,4 @@ def commit_summary(
     client = MlflowClient(stages.ctx.mlflow_tracking_uri)
     client.log_text(stages.ctx.mlflow_parent_run_id, markdown, f"{kind}.md")
     client.set_tag(stages.ctx.mlflow_parent_run_id, f"rlmec.{kind}_artifact", manifest.id)
-    return manifest.id
+    return manifest.id, trained

@@ -126,6 +126,18 @@ class Fault:
         return Fault("malformed_json")
 
 
+# One of each transient fault a client must retry through (the delay outlasts a 1 s
+# timeout), with pytest ids.
+TRANSIENT_FAULTS = {
+    "500": Fault.http(500),
+    "503": Fault.http(503),
+    "429": Fault.http(429, retry_after=0.01),
+    "timeout": Fault.delay(1.5),
+    "garbage": Fault.garbage(),
+    "malformed_json": Fault.malformed_json(),
+}
+
+
 @dataclass(frozen=True)
 class RecordedRequest:
     path: str

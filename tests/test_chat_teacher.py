@@ -18,7 +18,13 @@ from rlmec_core.teachers.chat_prompts import (
     parse_continuation,
     parse_first_error_step,
 )
-from tests.teacher_server import Fault, TeacherServer, parse_teacher_request, qa_oracle
+from tests.teacher_server import (
+    TRANSIENT_FAULTS,
+    Fault,
+    TeacherServer,
+    parse_teacher_request,
+    qa_oracle,
+)
 
 KEY_ENV = "RLMEC_TEST_TEACHER_KEY"
 SECRET = "sk-test-0123456789abcdefSECRET"
@@ -236,18 +242,7 @@ def test_qa_record_gets_the_gold_solution_from_step_zero(make_server):
 # --- retries ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "fault",
-    [
-        Fault.http(500),
-        Fault.http(503),
-        Fault.http(429, retry_after=0.01),
-        Fault.delay(1.5),
-        Fault.garbage(),
-        Fault.malformed_json(),
-    ],
-    ids=["500", "503", "429", "timeout", "garbage", "malformed_json"],
-)
+@pytest.mark.parametrize("fault", TRANSIENT_FAULTS.values(), ids=TRANSIENT_FAULTS.keys())
 @pytest.mark.parametrize("on_call", [0, 1], ids=["first_error_call", "correction_call"])
 def test_each_fault_is_retried_and_recovers(make_server, fault, on_call):
     server = make_server()

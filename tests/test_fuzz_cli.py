@@ -14,14 +14,13 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import get_args
 
 import pytest
 import yaml
-from pydantic import BaseModel
 
 import flows.cli
-from rlmec_core.config import STAGES, PipelineConfig
+from rlmec_core.config import STAGES
+from tests.config_fields import float_fields
 from tests.pipeline_helpers import REPO
 
 FIXTURES = REPO / "tests" / "fixtures"
@@ -88,18 +87,6 @@ def data_case(
     return Case(name, make)
 
 
-def _float_fields(model: type[BaseModel] = PipelineConfig, prefix: str = "") -> list[str]:
-    found = []
-    for name, field in model.model_fields.items():
-        kinds = [field.annotation, *get_args(field.annotation)]
-        sections = [k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)]
-        for section in sections:
-            found += _float_fields(section, f"{prefix}{name}.")
-        if not sections and "float" in str(field.annotation):
-            found.append(f"{prefix}{name}")
-    return sorted(set(found))
-
-
 def _bomb(width: int = 9, depth: int = 8) -> str:
     lines = [f"a0: &a0 [{', '.join(['lol'] * width)}]"]
     for level in range(1, depth + 1):
@@ -139,7 +126,7 @@ def cases() -> list[Case]:
     add = found.append
 
     # -- non-finite numbers: every float field of the config ----------------------------
-    for number, field in enumerate(_float_fields()):
+    for number, field in enumerate(float_fields()):
         value = (float("inf"), float("-inf"), float("nan"))[number % 3]
         if field.endswith("variant_learning_rates"):
             add(

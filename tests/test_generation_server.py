@@ -43,7 +43,7 @@ from tests.chat_model import IM_END, save_chat_model
 from tests.completions_server import CompletionsServer
 from tests.pipeline_helpers import REPO, run_in_process, stage_table
 from tests.random_policy import random_policy
-from tests.teacher_server import Fault
+from tests.teacher_server import TRANSIENT_FAULTS, Fault
 
 KEY_ENV = "RLMEC_TEST_GENERATION_KEY"
 SECRET = "sk-gen-test-0123456789abcdefSECRET"
@@ -232,18 +232,7 @@ def test_sampling_returns_n_seeded_completions_per_prompt(policy_dir, make_serve
 # --- retries, backoff, concurrency ------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "fault",
-    [
-        Fault.http(500),
-        Fault.http(503),
-        Fault.http(429, retry_after=0.01),
-        Fault.delay(1.5),
-        Fault.garbage(),
-        Fault.malformed_json(),
-    ],
-    ids=["500", "503", "429", "timeout", "garbage", "malformed_json"],
-)
+@pytest.mark.parametrize("fault", TRANSIENT_FAULTS.values(), ids=TRANSIENT_FAULTS.keys())
 def test_each_fault_is_retried_and_recovers(policy_dir, make_server, fault):
     path, dev = policy_dir
     server = make_server()

@@ -32,6 +32,7 @@ from storage.manifest import Provenance
 from storage.store import ArtifactStore
 from tasks.locks import StageLockManager
 from tasks.stage import StageError
+from tests.config_fields import float_fields
 from tests.pipeline_helpers import REPO
 from tests.test_distill import FakeTeacher, make_sample
 from tests.tiny_models import tiny_llama
@@ -49,24 +50,6 @@ def write(path: Path, text: str | bytes) -> Path:
 
 
 # --- config ----------------------------------------------------------------------------
-
-
-def float_fields(model=PipelineConfig, prefix: str = "") -> list[str]:
-    """Every float field of the config (dotted path), nested sections and the chat
-    teacher's included: the fields a non-finite number could reach."""
-    from typing import get_args
-
-    from pydantic import BaseModel
-
-    found = []
-    for name, field in model.model_fields.items():
-        kinds = [field.annotation, *get_args(field.annotation)]
-        sections = [k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)]
-        for section in sections:
-            found += float_fields(section, f"{prefix}{name}.")
-        if not sections and "float" in str(field.annotation):
-            found.append(f"{prefix}{name}")
-    return sorted(set(found))
 
 
 def config_with(path: str, value) -> dict:

@@ -303,17 +303,19 @@ class RlmecTrainer(Trainer):
             model = model.get_base_model()
         return response_logprobs(model, ids, attention, mask, head=self._head(model))
 
+    def _target_logprobs(
+        self, model: torch.nn.Module, inputs: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """Log-probs of the imitation targets ``ŷ`` (packed like the responses')."""
+        ids, mask = inputs["target_input_ids"], inputs["target_mask"]
+        return self._logprobs(model, ids, inputs["target_attention_mask"], mask)
+
     def loss_terms(
         self, model: torch.nn.Module, inputs: Mapping[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
         """The loss and its parts for one collated batch (two forward passes at most)."""
         if self.objective == "sft":
-            logp = self._logprobs(
-                model,
-                inputs["target_input_ids"],
-                inputs["target_attention_mask"],
-                inputs["target_mask"],
-            )
+            logp = self._target_logprobs(model, inputs)
             weights = inputs["target_weights"]
             active = weights != 0
             nll = torch.where(active, -weights * logp, torch.zeros_like(logp)).sum()
@@ -325,12 +327,7 @@ class RlmecTrainer(Trainer):
         )
         target_logp = target_weights = None
         if self.imitation_coef != 0:
-            target_logp = self._logprobs(
-                model,
-                inputs["target_input_ids"],
-                inputs["target_attention_mask"],
-                inputs["target_mask"],
-            )
+            target_logp = self._target_logprobs(model, inputs)
             target_weights = inputs["target_weights"]
         return rlmec_loss_terms(
             logp,
