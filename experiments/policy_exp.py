@@ -13,6 +13,31 @@ from rlmec_core.evaluation import greedy_accuracy
 from rlmec_core.modeling import load_policy
 from rlmec_core.trainers.rlmec_trainer import gold_sft_rows, train_policy
 
+if os.environ.get("SURROGATE") == "ppo":
+    # Probe: PPO's clipped surrogate, the ratio carrying the gradient, instead of the spec's
+    # detached advantage times log π (a clipped token then gets no gradient at all).
+    import rlmec_core.losses as losses
+
+    def _ppo_terms(logp, ref_logp, rewards, epsilon):
+        active = rewards != 0
+        n_r = active.sum().clamp(min=1)
+        ratio = torch.exp(logp.float() - ref_logp.detach().float())
+        ratio = torch.where(active, ratio, torch.ones_like(ratio))
+        r = rewards.detach().float()
+        surrogate = torch.minimum(ratio * r, ratio.clamp(1 - epsilon, 1 + epsilon) * r)
+        with torch.no_grad():
+            clipped = active & ((ratio < 1 - epsilon) | (ratio > 1 + epsilon))
+            mean_ratio = torch.where(active, ratio, torch.zeros_like(ratio)).sum() / n_r
+        per_token = torch.where(active, -surrogate, torch.zeros_like(surrogate))
+        return {
+            "l_rl": per_token.sum() / n_r,
+            "clip_fraction": clipped.sum() / n_r,
+            "mean_ratio": mean_ratio,
+            "n_reward_tokens": active.sum(),
+        }
+
+    losses._rl_terms = _ppo_terms
+
 name, rl_path, policy_dir, data_dir, variant, lr, epochs, seed = sys.argv[1:9]
 split = sys.argv[9] if len(sys.argv) > 9 else "dev"
 bs = int(sys.argv[10]) if len(sys.argv) > 10 else 16
