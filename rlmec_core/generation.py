@@ -50,35 +50,6 @@ def _count_new_tokens(new_ids: torch.Tensor, eos_ids: set[int], pad_id: int | No
     return total
 
 
-def _served_solutions(
-    model: ServedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: list[str],
-    *,
-    num_return_sequences: int,
-    temperature: float,
-    top_p: float,
-    max_new_tokens: int,
-    seed: int,
-    progress: bool,
-) -> GenerationResult:
-    """``generate_solutions`` through a server: one request per prompt with ``n`` samples."""
-    start = time.perf_counter()
-    # Each prompt's ids as the batched hf path has them under its padding: special tokens too.
-    prompt_ids = [tokenizer(prompt)["input_ids"] for prompt in prompts]
-    texts, n_tokens = model.complete(
-        prompt_ids,
-        n=num_return_sequences,
-        temperature=temperature,
-        top_p=top_p,
-        max_tokens=max_new_tokens,
-        seed=seed,
-        progress=progress,
-    )
-    stripped = [[text.strip() for text in group] for group in texts]
-    return GenerationResult(stripped, n_tokens, time.perf_counter() - start)
-
-
 @torch.no_grad()
 def generate_solutions(
     model: PreTrainedModel | ServedModel,
@@ -112,17 +83,20 @@ def generate_solutions(
     if temperature < 0 or not 0 < top_p <= 1:
         raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
     if isinstance(model, ServedModel):
-        return _served_solutions(
-            model,
-            tokenizer,
-            prompts,
-            num_return_sequences=num_return_sequences,
+        start = time.perf_counter()
+        # Each prompt's ids as the batched hf path has them under its padding: special tokens.
+        prompt_ids = [tokenizer(prompt)["input_ids"] for prompt in prompts]
+        texts, n_tokens = model.complete(
+            prompt_ids,
+            n=num_return_sequences,
             temperature=temperature,
             top_p=top_p,
-            max_new_tokens=max_new_tokens,
+            max_tokens=max_new_tokens,
             seed=seed,
             progress=progress,
         )
+        stripped = [[text.strip() for text in group] for group in texts]
+        return GenerationResult(stripped, n_tokens, time.perf_counter() - start)
     if tokenizer.pad_token_id is None:
         raise ValueError("tokenizer has no pad token; load it with rlmec_core.modeling.load_policy")
     tokenizer.padding_side = "left"  # generation continues from the last column
