@@ -6,6 +6,7 @@ import sys
 from common import *
 
 from rlmec_core.collect import collect_samples
+from rlmec_core.config import CollectSection
 from rlmec_core.data.io import load_parquet, save_parquet
 from rlmec_core.data.synthetic import synthetic_splits
 from rlmec_core.modeling import load_policy
@@ -22,7 +23,7 @@ if not (out / "train.parquet").exists():
         save_parquet(ds, out / f"{name}.parquet")
 problems = load_parquet(out / "train.parquet").select(range(n))
 model, tok = load_policy(policy_dir)
-SAMPLING = {"temperature": 0.7, "top_p": 0.95, "max_new_tokens": 160, "batch_size": 64}
-samples, metrics = collect_samples(model, tok, problems, k=k, seed=0, progress=False, **SAMPLING)
+sampling = CollectSection(k=k, temperature=0.7, top_p=0.95, max_new_tokens=160, batch_size=64)
+samples, metrics = collect_samples(model, tok, problems, sampling, seed=0, progress=False)
 save_parquet(samples, out / f"samples_{n}x{k}.parquet")
 log(metrics)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.pipeline import reward_annotation
-from flows.publish import publish_table
 from flows.runner import pipeline_run
 from flows.variants import commit_summary, train_and_evaluate
 from rlmec_core.config import VARIANTS, load_config
@@ -49,20 +48,8 @@ def rlmec_ablation(
         ]
         summary = ablation_summary(results, initial)
         markdown = ablation_markdown(summary)
-        publish_table(stages.ctx, "ablation", markdown)
         # Per variant and seed: the trained policy, its learning rate and its evaluation.
-        artifact, trained = commit_summary(
-            stages,
-            kind="ablation",
-            payload={"summary": summary, "results": results},
-            markdown=markdown,
-            runs=runs,
-            extra={"variants": variants, "seeds": seeds},
+        study = {"variants": variants, "seeds": seeds}
+        return commit_summary(
+            stages, "ablation", {"summary": summary, "results": results}, markdown, runs, study
         )
-        return {
-            "artifact": artifact,
-            "runs": trained,
-            "markdown": markdown,
-            "summary": summary,
-            "stages": [vars(r) for r in stages.reports],
-        }

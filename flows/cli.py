@@ -46,10 +46,23 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--debug", action="store_true", help="on failure, also print tracebacks and Prefect's logs"
     )
+    # The options most commands share, declared once.
+    workspace = argparse.ArgumentParser(add_help=False)
+    workspace.add_argument(
+        "--workspace",
+        default="workspace",
+        help="artifacts, tracking and caches (default: %(default)s)",
+    )
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument(
+        "--config", default="configs/tiny.yaml", help="YAML config (default: %(default)s)"
+    )
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="machine-readable output")
 
     run = sub.add_parser(
         "run",
-        parents=[common],
+        parents=[common, config, workspace, as_json],
         help="run the pipeline (cached stages are reused)",
         description=(
             "Run the pipeline stages in order: " + " → ".join(STAGES) + ". Stages whose "
@@ -57,23 +70,14 @@ def _parser() -> argparse.ArgumentParser:
             "line per stage: its name, ran/cached/..., its artifact id and wall time."
         ),
     )
-    run.add_argument(
-        "--config", default="configs/tiny.yaml", help="YAML config (default: %(default)s)"
-    )
     run.add_argument("--until", choices=STAGES, help="stop after this stage")
     run.add_argument(
         "--force", choices=STAGES, help="re-run this stage and those after it even if cached"
     )
-    run.add_argument(
-        "--workspace",
-        default="workspace",
-        help="artifacts, tracking and caches (default: %(default)s)",
-    )
-    run.add_argument("--json", action="store_true", help="print the stage table as JSON")
 
     lineage = sub.add_parser(
         "lineage",
-        parents=[common],
+        parents=[common, workspace, as_json],
         help="show where an artifact came from",
         description=(
             "Print an artifact's ancestry back to the raw data: for each artifact its stage, "
@@ -81,32 +85,24 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     lineage.add_argument("artifact_id", help="an artifact id (a unique prefix is enough)")
-    lineage.add_argument("--workspace", default="workspace", help="(default: %(default)s)")
-    lineage.add_argument("--json", action="store_true", help="machine-readable output")
     ablate = sub.add_parser(
         "ablate",
-        parents=[common],
+        parents=[common, config, workspace, as_json],
         help="train every policy variant over several seeds and compare accuracy",
         description=(
             "Run the shared stages once (cached), then train_policy and evaluate for each "
             f"variant ({', '.join(VARIANTS)}) and seed on the same annotated data, and print "
             "each variant's accuracy pooled over seeds with its 95% CI and its paired "
-            "difference to the initial policy and to rlmec."
+            "difference to the initial policy and to rlmec (--json: with each variant and seed's "
+            "policy artifact id)."
         ),
     )
-    ablate.add_argument("--config", default="configs/tiny.yaml", help="(default: %(default)s)")
     ablate.add_argument("--seeds", type=int, default=3, help="seeds per variant (default: 3)")
     ablate.add_argument("--variants", nargs="+", choices=VARIANTS)
-    ablate.add_argument("--workspace", default="workspace", help="(default: %(default)s)")
-    ablate.add_argument(
-        "--json",
-        action="store_true",
-        help="print the summary (with each variant and seed's policy artifact id) as JSON",
-    )
 
     tune = sub.add_parser(
         "tune",
-        parents=[common],
+        parents=[common, config, workspace, as_json],
         help="choose each variant's learning rate from a small grid on the dev split",
         description=(
             "Run the shared stages once (cached), then train every variant at every learning "
@@ -115,7 +111,6 @@ def _parser() -> argparse.ArgumentParser:
             "train_policy.variant_learning_rates holding each variant's best rate."
         ),
     )
-    tune.add_argument("--config", default="configs/tiny.yaml", help="(default: %(default)s)")
     tune.add_argument(
         "--learning-rates",
         type=float,
@@ -124,12 +119,10 @@ def _parser() -> argparse.ArgumentParser:
         help="the grid (default: 1e-4 3e-4 1e-3)",
     )
     tune.add_argument("--variants", nargs="+", choices=VARIANTS)
-    tune.add_argument("--workspace", default="workspace", help="(default: %(default)s)")
-    tune.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     serve = sub.add_parser(
         "serve",
-        parents=[common],
+        parents=[common, config, workspace],
         help="serve the pipeline on a schedule from this process",
         description=(
             "Register a deployment of the pipeline with the Prefect API (PREFECT_API_URL, or "
@@ -137,8 +130,6 @@ def _parser() -> argparse.ArgumentParser:
             "until interrupted. Runs can also be triggered through the API or UI."
         ),
     )
-    serve.add_argument("--config", default="configs/tiny.yaml", help="(default: %(default)s)")
-    serve.add_argument("--workspace", default="workspace", help="(default: %(default)s)")
     serve.add_argument("--cron", default="0 2 * * *", help="schedule (default: %(default)r, UTC)")
     serve.add_argument(
         "--name", default="rlmec-served", help="deployment name (default: %(default)s)"
@@ -146,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser(
         "report",
-        parents=[common],
+        parents=[common, workspace],
         help="write a self-contained HTML report of a pipeline run",
         description=(
             "Write one HTML file (inline CSS and SVG, nothing external) about a pipeline run: "
@@ -159,20 +150,17 @@ def _parser() -> argparse.ArgumentParser:
         nargs="?",
         help="MLflow parent run id or a unique prefix, as `rlmec runs` lists (default: latest)",
     )
-    report.add_argument("--workspace", default="workspace", help="(default: %(default)s)")
     report.add_argument("--out", help="output file (default: <workspace>/reports/<run id>.html)")
 
-    runs = sub.add_parser(
+    sub.add_parser(
         "runs",
-        parents=[common],
+        parents=[common, workspace, as_json],
         help="list pipeline runs and each stage's status",
         description=(
             "List the pipeline runs of a workspace, oldest first: run status, MLflow and "
             "Prefect run ids, and for each stage ran, cached, failed, skipped or not reached."
         ),
     )
-    runs.add_argument("--workspace", default="workspace", help="(default: %(default)s)")
-    runs.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 

@@ -54,18 +54,7 @@ def rlmec_tuning(
         rates = ", ".join(f"{variant}: {lr:g}" for variant, lr in chosen.items())
         snippet = f"train_policy:\n  variant_learning_rates: {{{rates}}}\n"
         markdown = tuning_table(summary).to_markdown() + "\n```yaml\n" + snippet + "```\n"
-        artifact, _ = commit_summary(
-            stages,
-            kind="tuning",
-            payload={"summary": summary, "chosen": chosen},
-            markdown=markdown,
-            runs=runs,
-            extra={"variants": variants, "learning_rates": grid, "seed": seed},
+        study = {"variants": variants, "learning_rates": grid, "seed": seed}
+        return commit_summary(
+            stages, "tuning", {"summary": summary, "chosen": chosen}, markdown, runs, study
         )
-        return {
-            "artifact": artifact,
-            "chosen": chosen,
-            "summary": summary,
-            "markdown": markdown,
-            "stages": [vars(r) for r in stages.reports],
-        }

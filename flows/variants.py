@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 from prefect.runtime import flow_run
 
 from flows.pipeline import policy_and_evaluation
+from flows.publish import publish_table
 from flows.runner import StageRunner
 from rlmec_core.config import PipelineConfig
 from storage.atomic import write_bytes_atomic, write_json_atomic
@@ -52,16 +53,18 @@ def train_and_evaluate(
 
 def commit_summary(
     stages: StageRunner,
-    *,
     kind: str,
     payload: dict[str, Any],
     markdown: str,
     runs: list[dict[str, Any]],
     extra: dict[str, Any],
-) -> tuple[str, list[dict[str, Any]]]:
+) -> dict[str, Any]:
     """Store a study's summary (``<kind>.json`` with ``payload`` and each run without its
     rows, and ``<kind>.md``) as an artifact whose parents are the runs' evaluations; tag
-    the run with it. Returns its id and the runs as stored."""
+    the run with it and publish the table as a Prefect markdown artifact. Returns the
+    flow's result: ``payload``, the runs as stored, the table, the artifact id and the
+    stage reports."""
+    publish_table(stages.ctx, kind, markdown)
     trained = [{k: v for k, v in run.items() if k != "rows"} for run in runs]
     payload = {**payload, "runs": trained}
     parents = [run["evaluation_artifact"] for run in runs]
@@ -84,4 +87,9 @@ def commit_summary(
     client = MlflowClient(stages.ctx.mlflow_tracking_uri)
     client.log_text(stages.ctx.mlflow_parent_run_id, markdown, f"{kind}.md")
     client.set_tag(stages.ctx.mlflow_parent_run_id, f"rlmec.{kind}_artifact", manifest.id)
-    return manifest.id, trained
+    return {
+        **payload,
+        "artifact": manifest.id,
+        "markdown": markdown,
+        "stages": [vars(r) for r in stages.reports],
+    }

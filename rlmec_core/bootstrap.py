@@ -114,15 +114,7 @@ def bootstrap_policy(
             )
     else:
         tokenizer = _offline_tokenizer(train, cfg, checkpoint_dir)
-        model = build_tiny_llama(
-            tokenizer,
-            hidden_size=cfg.hidden_size,
-            num_layers=cfg.num_layers,
-            num_heads=cfg.num_heads,
-            intermediate_size=cfg.intermediate_size,
-            max_position_embeddings=cfg.max_position_embeddings,
-            seed=seed,
-        )
+        model = build_tiny_llama(tokenizer, seed=seed, **cfg.tiny_architecture())
         positions = cfg.max_position_embeddings
     style = prompt_style(tokenizer, prompt_format)
     examples = [

@@ -9,6 +9,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlmec_core.answers import answers_match, extract_answer
+from rlmec_core.config import CollectSection
 from rlmec_core.data.schema import SAMPLE_FEATURES
 from rlmec_core.generation import generate_solutions
 from rlmec_core.generation_server import ServedModel
@@ -70,27 +71,24 @@ def collect_samples(
     model: PreTrainedModel | ServedModel,
     tokenizer: PreTrainedTokenizerBase,
     problems: Dataset | Sequence[Mapping[str, Any]],
+    sampling: CollectSection,
     *,
-    k: int,
-    temperature: float,
-    top_p: float,
-    max_new_tokens: int,
-    batch_size: int,
     seed: int,
     progress: bool = True,
     style: PromptStyle | None = None,
 ) -> tuple[Dataset, dict[str, float]]:
-    """Sample ``k`` solutions per problem in batches and label them (stage 1)."""
+    """Sample ``sampling.k`` solutions per problem in batches and label them (stage 1);
+    ``sampling.max_problems`` is the caller's to apply."""
     problems = list(problems)
     result = generate_solutions(
         model,
         tokenizer,
         [format_policy_prompt(p["question"], style) for p in problems],
-        num_return_sequences=k,
-        temperature=temperature,
-        top_p=top_p,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
+        num_return_sequences=sampling.k,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        max_new_tokens=sampling.max_new_tokens,
+        batch_size=sampling.batch_size,
         seed=seed,
         progress=progress,
     )

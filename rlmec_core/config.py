@@ -263,6 +263,11 @@ class BootstrapSection(TrainingSection):
             raise ValueError("epochs 0 skips training; max_steps would train: set one of them")
         return self
 
+    def tiny_architecture(self) -> dict[str, int]:
+        """The offline tiny Llama's sizes, as ``modeling.build_tiny_llama`` takes them."""
+        sizes = ("hidden_size", "num_layers", "num_heads", "intermediate_size")
+        return self.model_dump(include={*sizes, "max_position_embeddings"})
+
 
 class CollectSection(StageSection):
     k: Annotated[int, Field(ge=1)] = 5

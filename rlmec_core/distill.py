@@ -25,6 +25,7 @@ from rapidfuzz.distance import Levenshtein
 from rlmec_core.answers import answers_match
 from rlmec_core.config import VerificationSection
 from rlmec_core.data.schema import DISTILLED_FEATURES, SAMPLE_FEATURES
+from rlmec_core.durability import fsync_dir
 from rlmec_core.progress import Progress
 from rlmec_core.teachers.base import Teacher
 from rlmec_core.verification import Verifier
@@ -165,7 +166,7 @@ class _ShardWriter:
             if self._file is None:
                 # Created on first write, so a run with nothing to do leaves no empty shard.
                 self._file = self.path.open("x", encoding="utf-8")
-                _fsync_dir(self.path.parent)
+                fsync_dir(self.path.parent)
             self._file.write(line)
             self._file.flush()
             os.fsync(self._file.fileno())
@@ -174,14 +175,6 @@ class _ShardWriter:
         with self._lock:
             if self._file is not None:
                 self._file.close()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _check_resumed(row: dict[str, Any], sample: dict[str, Any], shard_dir: Path) -> None:

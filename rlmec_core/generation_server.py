@@ -87,29 +87,10 @@ class ServedModel:
         cut = min((i for i in (text.find(e) for e in self.eos_texts) if i >= 0), default=None)
         return text if cut is None else text[:cut]
 
-    def _request(
-        self,
-        prompt: list[int],
-        *,
-        n: int,
-        temperature: float,
-        top_p: float,
-        max_tokens: int,
-        seed: int | None,
-    ) -> tuple[list[str], int]:
-        endpoint = self.endpoint
-        params: dict[str, Any] = {
-            "model": endpoint.model,
-            "prompt": prompt,
-            "n": n,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "top_p": top_p,
-        }
-        if seed is not None:
-            params["seed"] = seed
-        if self.stop_token_ids:
-            params["extra_body"] = {"stop_token_ids": self.stop_token_ids}
+    def _request(self, params: dict[str, Any]) -> tuple[list[str], int]:
+        """One completions request (``params``: its body); the ``n`` texts and the tokens
+        generated."""
+        endpoint, n = self.endpoint, params["n"]
 
         def attempt() -> tuple[list[str], int]:
             completion = endpoint.call(lambda client: client.completions.create(**params))
@@ -152,18 +133,25 @@ class ServedModel:
         sampling = temperature > 0
         if sampling and seed is None:
             raise ValueError("sampling needs a seed")
-        jobs = [(i, [int(t) for t in ids]) for i, ids in enumerate(prompt_ids)]
-        with tqdm(total=len(jobs), desc=desc, disable=not progress) as bar:
+        bodies = []
+        for i, ids in enumerate(prompt_ids):
+            params: dict[str, Any] = {
+                "model": self.endpoint.model,
+                "prompt": [int(t) for t in ids],
+                "n": n,
+                "max_tokens": max_tokens,
+                "temperature": temperature if sampling else 0.0,
+                "top_p": top_p if sampling else 1.0,
+            }
+            if sampling:
+                params["seed"] = request_seed(seed, i)
+            if self.stop_token_ids:
+                params["extra_body"] = {"stop_token_ids": self.stop_token_ids}
+            bodies.append(params)
+        with tqdm(total=len(bodies), desc=desc, disable=not progress) as bar:
             results = self.endpoint.map(
-                lambda job: self._request(
-                    job[1],
-                    n=n,
-                    temperature=temperature if sampling else 0.0,
-                    top_p=top_p if sampling else 1.0,
-                    max_tokens=max_tokens,
-                    seed=request_seed(seed, job[0]) if sampling else None,
-                ),
-                jobs,
+                self._request,
+                bodies,
                 on_done=lambda: bar.update(1),
             )
         return [texts for texts, _ in results], sum(count for _, count in results)

@@ -24,7 +24,7 @@ from typing import Any
 from datasets import Dataset, Features, Value
 
 from rlmec_core.prompt_format import PLAIN, PromptStyle
-from rlmec_core.teachers.base import split_steps
+from rlmec_core.teachers.base import number_steps, split_steps
 
 # The line that ends every rewrite prompt; the response (ŷ, or y when scoring) follows it.
 REWRITE_RESPONSE_PREFIX = "Correct prediction:\n"
@@ -56,11 +56,6 @@ _REWRITE_INSTRUCTION = (
 )
 
 
-def number_steps(solution: str) -> str:
-    """``"[0] first step\\n[1] second step..."``, steps as ``split_steps`` counts them."""
-    return "\n".join(f"[{i}] {step.strip()}" for i, step in enumerate(split_steps(solution)))
-
-
 def _solution_block(solution: str) -> str:
     """A solution as shown inside a prompt: its steps, one per line, no blank lines."""
     return "\n".join(step.strip() for step in split_steps(solution))
@@ -72,17 +67,32 @@ def _styled(body: str, response_prefix: str, style: PromptStyle | None) -> str:
     return (style or PLAIN).wrap(body, response_prefix, plain=f"{body}\n\n{response_prefix}")
 
 
+# Per GRM task: its instruction, how the prediction is shown (steps numbered for the
+# error step), and the response prefix the answer follows.
+_GRM_PROMPTS = {
+    "error_step": (_ERROR_STEP_INSTRUCTION, number_steps, ERROR_STEP_RESPONSE_PREFIX),
+    "rewrite": (_REWRITE_INSTRUCTION, _solution_block, REWRITE_RESPONSE_PREFIX),
+}
+
+
+def _grm_prompt(
+    kind: str, question: str, gold_solution: str, prediction: str, style: PromptStyle | None
+) -> str:
+    instruction, show_prediction, response_prefix = _GRM_PROMPTS[kind]
+    body = (
+        f"{instruction}\n\n"
+        f"Problem:\n{question.strip()}\n\n"
+        f"Reference solution:\n{_solution_block(gold_solution)}\n\n"
+        f"Prediction:\n{show_prediction(prediction)}"
+    )
+    return _styled(body, response_prefix, style)
+
+
 def error_step_prompt(
     question: str, gold_solution: str, prediction: str, style: PromptStyle | None = None
 ) -> str:
     """Prompt asking for the first wrong step of ``prediction``; ends with the verdict line."""
-    body = (
-        f"{_ERROR_STEP_INSTRUCTION}\n\n"
-        f"Problem:\n{question.strip()}\n\n"
-        f"Reference solution:\n{_solution_block(gold_solution)}\n\n"
-        f"Prediction:\n{number_steps(prediction)}"
-    )
-    return _styled(body, ERROR_STEP_RESPONSE_PREFIX, style)
+    return _grm_prompt("error_step", question, gold_solution, prediction, style)
 
 
 def error_step_response(step: int) -> str:
@@ -119,13 +129,7 @@ def rewrite_prompt(
     question: str, gold_solution: str, prediction: str, style: PromptStyle | None = None
 ) -> str:
     """Prompt for a minimum-edit rewrite; ends with REWRITE_RESPONSE_PREFIX, ŷ follows."""
-    body = (
-        f"{_REWRITE_INSTRUCTION}\n\n"
-        f"Problem:\n{question.strip()}\n\n"
-        f"Reference solution:\n{_solution_block(gold_solution)}\n\n"
-        f"Prediction:\n{_solution_block(prediction)}"
-    )
-    return _styled(body, REWRITE_RESPONSE_PREFIX, style)
+    return _grm_prompt("rewrite", question, gold_solution, prediction, style)
 
 
 def kept_prefix(prediction: str, error_step: int) -> str:

@@ -179,14 +179,11 @@ def response_logprobs(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     response_mask: torch.Tensor,
-    *,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    head: HeadMode = "auto",
+    **options: Any,
 ) -> torch.Tensor:
-    """Response-token log-probs packed to ``[B, T]`` (row ``b``'s tokens first, then zeros)."""
-    full = sequence_logprobs(
-        model, input_ids, attention_mask, response_mask, chunk_size=chunk_size, head=head
-    )
+    """Response-token log-probs packed to ``[B, T]`` (row ``b``'s tokens first, then zeros);
+    ``options`` (``chunk_size``, ``head``) as for :func:`sequence_logprobs`."""
+    full = sequence_logprobs(model, input_ids, attention_mask, response_mask, **options)
     return pack_response(full, response_mask)
 
 

@@ -13,6 +13,8 @@ log-prob sits at a padded position never reaches the loss.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 DEFAULT_EPSILON = 0.3
@@ -109,15 +111,7 @@ def rlmec_loss_terms(
     return terms
 
 
-def rlmec_loss(
-    logp: torch.Tensor,
-    ref_logp: torch.Tensor,
-    rewards: torch.Tensor,
-    target_logp: torch.Tensor | None,
-    target_weights: torch.Tensor | None,
-    **coefficients: float,
-) -> torch.Tensor:
-    """The scalar RLMEC loss ``L_RL + λ · L_IM``; see :func:`rlmec_loss_terms` (whose
-    ``epsilon`` and ``imitation_coef`` it takes by keyword)."""
-    terms = rlmec_loss_terms(logp, ref_logp, rewards, target_logp, target_weights, **coefficients)
-    return terms["loss"]
+def rlmec_loss(*args: Any, **kwargs: Any) -> torch.Tensor:
+    """The scalar RLMEC loss ``L_RL + λ · L_IM``: :func:`rlmec_loss_terms`' ``loss``, with
+    its arguments (the five tensors, then ``epsilon`` and ``imitation_coef`` by keyword)."""
+    return rlmec_loss_terms(*args, **kwargs)["loss"]

@@ -8,13 +8,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from rlmec_core.durability import fsync_dir
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+__all__ = ["fsync_dir", "write_bytes_atomic", "write_json_atomic"]
 
 
 def _umask() -> int:

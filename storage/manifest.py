@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 MANIFEST_NAME = "manifest.json"
 
@@ -35,11 +35,14 @@ class Provenance:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Manifest:
-    id: str
-    kind: str
+@dataclass(frozen=True, kw_only=True)
+class _Produced:
+    """What every stored record of a production names: the run that made it, its parents
+    and when. Read back from JSON with a clear error."""
+
+    what: ClassVar[str]
     stage: str
+    kind: str
     parents: list[str]
     config_hash: str
     code_fingerprint: str
@@ -47,42 +50,40 @@ class Manifest:
     prefect_task_run_id: str | None
     mlflow_run_id: str | None
     created_at: str
-    files: dict[str, str]  # relative path -> sha256 of the file
-    extra: dict[str, Any]
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
+    def read(cls, path: Path) -> Self:
+        try:
+            return cls(**json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: unreadable {cls.what} ({exc})") from exc
+
+
+@dataclass(frozen=True, kw_only=True)
+class Manifest(_Produced):
+    what: ClassVar[str] = "artifact manifest"
+    id: str
+    files: dict[str, str]  # relative path -> sha256 of the file
+    extra: dict[str, Any]
+
+    @classmethod
     def from_json(cls, payload: dict[str, Any]) -> Manifest:
         return cls(**payload)
 
-    @classmethod
-    def read(cls, path: Path) -> Manifest:
-        try:
-            return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError, TypeError) as exc:
-            raise ValueError(f"{path}: unreadable artifact manifest ({exc})") from exc
 
-
-@dataclass(frozen=True)
-class Production:
+@dataclass(frozen=True, kw_only=True)
+class Production(_Produced):
     """One commit of an artifact: the run that produced it and from which parents.
 
     Identical content made by several runs is stored once, but each run that made it is
     recorded, so lineage names every run's own parents (the manifest keeps the first).
     """
 
+    what: ClassVar[str] = "production record"
     artifact_id: str
-    stage: str
-    kind: str
-    parents: list[str]
-    config_hash: str
-    code_fingerprint: str
-    prefect_flow_run_id: str | None
-    prefect_task_run_id: str | None
-    mlflow_run_id: str | None
-    created_at: str
 
     @classmethod
     def of(cls, artifact_id: str, provenance: Provenance, created_at: str) -> Production:
@@ -102,13 +103,3 @@ class Production:
             created_at=manifest.created_at,
             **run_fields(manifest),
         )
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def read(cls, path: Path) -> Production:
-        try:
-            return cls(**json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError, TypeError) as exc:
-            raise ValueError(f"{path}: unreadable production record ({exc})") from exc

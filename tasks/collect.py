@@ -21,11 +21,7 @@ def collect_task(ctx: RunContext, io: StageIO) -> StageResult:
         samples, metrics = collect_samples(
             *policy,
             problems,
-            k=cfg.k,
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-            max_new_tokens=cfg.max_new_tokens,
-            batch_size=cfg.batch_size,
+            cfg,
             seed=ctx.config.run.seed,
             style=prompt_style(policy[1], ctx.config.prompts.format),
         )

@@ -24,13 +24,10 @@ from rlmec_core.grm_data import error_step_prompt, rewrite_prompt
 from rlmec_core.policy_prompt import format_policy_prompt
 from rlmec_core.rewards import MAX_PENALTY, MAX_REWARD, token_rewards
 from rlmec_core.tokenizer import train_tokenizer
+from tests.apples import FIXED, GOLD, QUESTION, WRONG, distilled_row
 from tests.tiny_models import tiny_llama
 
-QUESTION = "Tom has 3 apples and buys 2 more. How many apples does he have?"
-GOLD = "3 + 2 = 5\nThe answer is 5"
 RIGHT = "3 + 2 = 5\nThe answer is 5"
-WRONG = "Tom starts with 3 apples.\n3 + 2 = 6\nThe answer is 6"
-FIXED = "Tom starts with 3 apples.\n3 + 2 = 5\nThe answer is 5"
 
 
 @pytest.fixture(scope="module")
@@ -89,20 +86,7 @@ def _ids(tokenizer, text: str) -> list[int]:
 
 
 def _sample(sample_id: str, prediction: str, correct: bool, error_step: int = -1) -> dict:
-    return {
-        "sample_id": sample_id,
-        "problem_id": sample_id.split("/")[0],
-        "question": QUESTION,
-        "gold_solution": GOLD,
-        "gold_answer": "5",
-        "source": "synthetic",
-        "prediction": prediction,
-        "predicted_answer": prediction[-1],
-        "correct": correct,
-        "error_step": error_step,
-        "rewrite": prediction if correct else "",
-        "teacher_status": "correct" if correct else "kept",
-    }
+    return distilled_row(sample_id, prediction, "correct" if correct else "kept", error_step)
 
 
 # ---------------------------------------------------------------- log-probs

@@ -66,16 +66,36 @@ def test_is_a_teacher(teacher: ArithmeticTeacher) -> None:
     assert teacher.name == "arithmetic"
 
 
-def test_wrong_arithmetic_in_the_middle_step_is_found_and_carried_forward(
-    teacher: ArithmeticTeacher,
+OWN_WORDING = (
+    "First, 3 packs hold 3 x 12 = {0} pencils in total.\n"
+    "Then {0} - 10 = {1} remain.\n"
+    "So each friend gets {1} / 2 = {2}.\n"
+    "The answer is {2}"
+)
+
+
+@pytest.mark.parametrize(
+    ("prediction", "expected"),
+    [
+        pytest.param(
+            "Tom has 3 * 12 = 36 pencils.\n"
+            "After giving some away he has 36 - 10 = 24 pencils.\n"
+            "Each friend gets 24 / 2 = 12 pencils.\n"
+            "The answer is 12",
+            Rewrite(1, PENCILS_GOLD),
+            id="middle-step-error-carried-forward",
+        ),
+        pytest.param(
+            OWN_WORDING.format(38, 28, 14),
+            Rewrite(0, OWN_WORDING.format(36, 26, 13)),
+            id="keeps-the-predictions-own-wording",
+        ),
+    ],
+)
+def test_wrong_calculation_is_found_and_its_consequences_redone(
+    teacher: ArithmeticTeacher, prediction: str, expected: Rewrite
 ) -> None:
-    prediction = (
-        "Tom has 3 * 12 = 36 pencils.\n"
-        "After giving some away he has 36 - 10 = 24 pencils.\n"
-        "Each friend gets 24 / 2 = 12 pencils.\n"
-        "The answer is 12"
-    )
-    assert teacher.rewrite(PENCILS_Q, PENCILS_GOLD, prediction) == Rewrite(1, PENCILS_GOLD)
+    assert teacher.rewrite(PENCILS_Q, PENCILS_GOLD, prediction) == expected
 
 
 def test_wrongly_copied_operand_is_found_and_replaced(teacher: ArithmeticTeacher) -> None:
@@ -95,22 +115,6 @@ def test_operand_taken_from_the_question_but_the_wrong_one(teacher: ArithmeticTe
     )
     result = teacher.rewrite(PENCILS_Q, PENCILS_GOLD, prediction)
     assert result == Rewrite(2, PENCILS_GOLD)
-
-
-def test_rewrite_keeps_the_predictions_own_wording(teacher: ArithmeticTeacher) -> None:
-    prediction = (
-        "First, 3 packs hold 3 x 12 = 38 pencils in total.\n"
-        "Then 38 - 10 = 28 remain.\n"
-        "So each friend gets 28 / 2 = 14.\n"
-        "The answer is 14"
-    )
-    expected = (
-        "First, 3 packs hold 3 x 12 = 36 pencils in total.\n"
-        "Then 36 - 10 = 26 remain.\n"
-        "So each friend gets 26 / 2 = 13.\n"
-        "The answer is 13"
-    )
-    assert teacher.rewrite(PENCILS_Q, PENCILS_GOLD, prediction) == Rewrite(0, expected)
 
 
 def test_chain_equation_with_dollar_signs(teacher: ArithmeticTeacher) -> None:

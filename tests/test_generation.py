@@ -62,28 +62,18 @@ def test_new_tokens_are_counted_up_to_and_including_eos():
     assert _count_new_tokens(torch.tensor([[5, eos, eos]]), {eos}, eos) == 2
 
 
-def test_bad_arguments_are_rejected(policy):
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"temperature": -1.0}, "temperature"),
+        ({"batch_size": 0}, "batch_size"),
+    ],
+)
+def test_bad_arguments_are_rejected(policy, bad, message):
     model, tokenizer, prompts, _ = policy
-    with pytest.raises(ValueError, match="temperature"):
-        generate_solutions(
-            model,
-            tokenizer,
-            prompts,
-            num_return_sequences=1,
-            temperature=-1.0,
-            batch_size=2,
-            **GEN,
-        )
-    with pytest.raises(ValueError, match="batch_size"):
-        generate_solutions(
-            model,
-            tokenizer,
-            prompts,
-            num_return_sequences=1,
-            temperature=0.0,
-            batch_size=0,
-            **GEN,
-        )
+    arguments = {"num_return_sequences": 1, "temperature": 0.0, "batch_size": 2, **bad}
+    with pytest.raises(ValueError, match=message):
+        generate_solutions(model, tokenizer, prompts, **arguments, **GEN)
 
 
 def test_greedy_accuracy_judges_each_prediction(policy, monkeypatch):

@@ -21,7 +21,7 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rlmec_core.collect import collect_samples
-from rlmec_core.config import GenerationSection, PipelineConfig
+from rlmec_core.config import CollectSection, GenerationSection, PipelineConfig
 from rlmec_core.data.io import load_parquet
 from rlmec_core.evaluation import greedy_accuracy
 from rlmec_core.generation import generate_solutions
@@ -205,10 +205,10 @@ def test_sampling_returns_n_seeded_completions_per_prompt(policy_dir, make_serve
     path, dev = policy_dir
     problems = [dict(row) for row in dev]
     server = make_server()
-    sample = dict(k=3, temperature=0.9, top_p=0.95, max_new_tokens=12, batch_size=4, seed=7)
+    sample = CollectSection(k=3, temperature=0.9, top_p=0.95, max_new_tokens=12, batch_size=4)
     with open_generator(fixed(server), path) as (served, tokenizer):
-        rows, metrics = collect_samples(served, tokenizer, problems, progress=False, **sample)
-        again, _ = collect_samples(served, tokenizer, problems, progress=False, **sample)
+        rows, metrics = collect_samples(served, tokenizer, problems, sample, seed=7, progress=False)
+        again, _ = collect_samples(served, tokenizer, problems, sample, seed=7, progress=False)
         raw = served.complete(
             [tokenizer("Q: 1+1?")["input_ids"]],
             n=3,

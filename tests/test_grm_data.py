@@ -22,11 +22,7 @@ from rlmec_core.grm_data import (
     parse_error_step,
     rewrite_prompt,
 )
-
-QUESTION = "Tom has 3 apples and buys 2 more. How many apples does he have?"
-GOLD = "3 + 2 = 5\nThe answer is 5"
-WRONG = "Tom starts with 3 apples.\n3 + 2 = 6\nThe answer is 6"
-FIXED = "Tom starts with 3 apples.\n3 + 2 = 5\nThe answer is 5"
+from tests.apples import FIXED, GOLD, QUESTION, WRONG, distilled_row
 
 
 def test_number_steps_counts_non_empty_lines_from_zero():
@@ -100,23 +96,8 @@ def test_identity_subset_size_rounds_half_up(n_correct, n_kept, n_all, expected)
 
 
 def _row(sample_id: str, status: str, error_step: int = -1, rewrite: str | None = None) -> dict:
-    correct = status == "correct"
-    prediction = FIXED if correct else WRONG
-    return {
-        "sample_id": sample_id,
-        "problem_id": sample_id.split("/")[0],
-        "question": QUESTION,
-        "gold_solution": GOLD,
-        "gold_answer": "5",
-        "source": "synthetic",
-        "prediction": prediction,
-        "predicted_answer": "5" if correct else "6",
-        "correct": correct,
-        "answer_correct": correct,
-        "error_step": error_step,
-        "rewrite": prediction if correct else (rewrite or ""),
-        "teacher_status": status,
-    }
+    prediction = FIXED if status == "correct" else WRONG
+    return distilled_row(sample_id, prediction, status, error_step, rewrite)
 
 
 def _mixed_rows() -> list[dict]:

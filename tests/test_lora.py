@@ -91,37 +91,20 @@ def test_an_interrupted_lora_run_resumes_from_its_adapter_checkpoint(tokenizer, 
         "gradient_checkpointing": True,
         "lora": LORA,
     }
-    straight = tiny_model(tokenizer)
-    train_sft(
-        straight,
-        tokenizer,
-        EXAMPLES,
-        tmp_path / "a",
-        TrainingSection(max_steps=4, **settings),
-        seed=0,
-    )
 
+    def sft(model, folder: str, steps: int) -> dict:
+        section = TrainingSection(max_steps=steps, **settings)
+        return train_sft(model, tokenizer, EXAMPLES, tmp_path / folder, section, seed=0)
+
+    straight = tiny_model(tokenizer)
+    sft(straight, "a", 4)
     resumed = tiny_model(tokenizer)
-    first = train_sft(
-        tiny_model(tokenizer),
-        tokenizer,
-        EXAMPLES,
-        tmp_path / "b",
-        TrainingSection(max_steps=2, **settings),
-        seed=0,
-    )
+    first = sft(tiny_model(tokenizer), "b", 2)
     assert first["steps"] == 2
     checkpoint = tmp_path / "b" / "checkpoint-2"
     assert (checkpoint / "adapter_model.safetensors").is_file()  # the adapters only
     assert not (checkpoint / "model.safetensors").exists()
-    second = train_sft(
-        resumed,
-        tokenizer,
-        EXAMPLES,
-        tmp_path / "b",
-        TrainingSection(max_steps=4, **settings),
-        seed=0,
-    )
+    second = sft(resumed, "b", 4)
     assert second["resumed_from"] == str(checkpoint) and second["steps"] == 4
     for (name, a), b in zip(
         straight.state_dict().items(), resumed.state_dict().values(), strict=True

@@ -21,6 +21,7 @@ from rlmec_core.trainers.rlmec_trainer import (
     train_policy,
 )
 from tests.tiny_models import tiny_llama
+from tests.tiny_rl import rl_row
 
 # (prompt, y, ŷ, correct): two right samples, two wrong ones with a one-step rewrite.
 SAMPLES = [
@@ -81,37 +82,18 @@ def _pad(rows: list[torch.Tensor]) -> torch.Tensor:
 def rl_rows(tokenizer):
     """Hand-made stage-4 rows; ref log-probs sit ±0.5 off the initial model, so some clip."""
     model = _model(tokenizer).eval()
-    eos = tokenizer.eos_token_id
-    rows = []
-    for i, (prompt, y, y_hat, correct) in enumerate(SAMPLES):
-        prompt_ids = [tokenizer.bos_token_id, *tokenizer(prompt)["input_ids"]]
-        response = [*tokenizer(y)["input_ids"], eos]
-        target = [*tokenizer(y_hat)["input_ids"], eos]
+
+    def ref(prompt_ids: list[int], response: list[int]) -> list[float]:
         with torch.no_grad():
             logp = _naive_logprobs(model, prompt_ids, response)
         offsets = torch.tensor([0.5 if t % 2 else -0.5 for t in range(len(response))])
-        if correct:  # rewards in [0, 0.5], some zero
-            rewards = [0.4 * ((t % 3) > 0) for t in range(len(response))]
-        else:  # penalties in [-0.1, 0], some zero
-            rewards = [-0.1 * ((t % 2) == 0) for t in range(len(response))]
-        rows.append(
-            {
-                "sample_id": f"p{i}/0",
-                "problem_id": f"p{i}",
-                "correct": correct,
-                "prediction": y,
-                "rewrite": y_hat,
-                "grm_error_step": -1 if correct else 0,
-                "teacher_error_step": -1 if correct else 0,
-                "prompt_ids": prompt_ids,
-                "response_ids": response,
-                "rewards": rewards,
-                "ref_logprobs": (logp + offsets).tolist(),
-                "target_ids": target,
-                "target_weights": [0.5] * len(target)
-                if correct
-                else minimum_edit_weights(response, target),
-            }
+        return (logp + offsets).tolist()
+
+    rows = [rl_row(tokenizer, i, sample, ref) for i, sample in enumerate(SAMPLES)]
+    for row in rows:  # the imitation weights annotate gives
+        response, target = row["response_ids"], row["target_ids"]
+        row["target_weights"] = (
+            [0.5] * len(target) if row["correct"] else minimum_edit_weights(response, target)
         )
     return rows
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,36 +38,48 @@ def tiny_model(tokenizer, seed: int = 0, layers: int = 2):
     return tiny_llama(tokenizer, layers=layers, heads=4, positions=128, seed=seed)
 
 
-def rl_rows(tokenizer, n: int = 16, seed: int = 0) -> list[dict]:
-    """RL_FEATURES rows: rewards of both signs (some zero), ref log-probs around -2."""
-    rng = random.Random(seed)
+def rl_row(
+    tokenizer,
+    index: int,
+    sample: tuple[str, str, str, bool],
+    ref_logprobs: Callable[[list[int], list[int]], list[float]],
+) -> dict:
+    """One RL_FEATURES row for ``sample`` (prompt, y, ŷ, correct): rewards of both signs
+    (some zero), ``ref_logprobs(prompt_ids, response_ids)``, some imitation weights 1.0."""
+    prompt, y, y_hat, correct = sample
     eos = tokenizer.eos_token_id
-    rows = []
-    for i, (prompt, y, y_hat, correct) in enumerate(problems(n, seed)):
-        response = [*tokenizer(y)["input_ids"], eos]
-        target = [*tokenizer(y_hat)["input_ids"], eos]
-        if correct:
-            rewards = [0.4 * ((t % 3) > 0) for t in range(len(response))]
-        else:
-            rewards = [-0.1 * ((t % 2) == 0) for t in range(len(response))]
-        rows.append(
-            {
-                "sample_id": f"p{i}/0",
-                "problem_id": f"p{i}",
-                "correct": correct,
-                "prediction": y,
-                "rewrite": y_hat,
-                "grm_error_step": -1 if correct else 0,
-                "teacher_error_step": -1 if correct else 0,
-                "prompt_ids": [tokenizer.bos_token_id, *tokenizer(prompt)["input_ids"]],
-                "response_ids": response,
-                "rewards": rewards,
-                "ref_logprobs": [rng.uniform(-3.0, -1.0) for _ in response],
-                "target_ids": target,
-                "target_weights": [0.5 if correct or t % 3 else 1.0 for t in range(len(target))],
-            }
-        )
-    return rows
+    prompt_ids = [tokenizer.bos_token_id, *tokenizer(prompt)["input_ids"]]
+    response = [*tokenizer(y)["input_ids"], eos]
+    target = [*tokenizer(y_hat)["input_ids"], eos]
+    if correct:  # rewards in [0, 0.5], some zero
+        rewards = [0.4 * ((t % 3) > 0) for t in range(len(response))]
+    else:  # penalties in [-0.1, 0], some zero
+        rewards = [-0.1 * ((t % 2) == 0) for t in range(len(response))]
+    return {
+        "sample_id": f"p{index}/0",
+        "problem_id": f"p{index}",
+        "correct": correct,
+        "prediction": y,
+        "rewrite": y_hat,
+        "grm_error_step": -1 if correct else 0,
+        "teacher_error_step": -1 if correct else 0,
+        "prompt_ids": prompt_ids,
+        "response_ids": response,
+        "rewards": rewards,
+        "ref_logprobs": ref_logprobs(prompt_ids, response),
+        "target_ids": target,
+        "target_weights": [0.5 if correct or t % 3 else 1.0 for t in range(len(target))],
+    }
+
+
+def rl_rows(tokenizer, n: int = 16, seed: int = 0) -> list[dict]:
+    """RL_FEATURES rows of ``problems(n, seed)``, ref log-probs around -2."""
+    rng = random.Random(seed)
+
+    def ref(_prompt: list[int], response: list[int]) -> list[float]:
+        return [rng.uniform(-3.0, -1.0) for _ in response]
+
+    return [rl_row(tokenizer, i, sample, ref) for i, sample in enumerate(problems(n, seed))]
 
 
 def rl_dataset(tokenizer, n: int = 16, seed: int = 0) -> Dataset:

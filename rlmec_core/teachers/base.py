@@ -36,3 +36,8 @@ class Teacher(Protocol):
 def split_steps(solution: str) -> list[str]:
     """Steps of a solution: one per non-empty line, as the method numbers them from 0."""
     return [line for line in solution.strip().splitlines() if line.strip()]
+
+
+def number_steps(solution: str) -> str:
+    """``"[0] first step\n[1] second step..."``: the steps as the method numbers them."""
+    return "\n".join(f"[{i}] {step.strip()}" for i, step in enumerate(split_steps(solution)))

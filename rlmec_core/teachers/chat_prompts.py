@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from rlmec_core.teachers.base import split_steps
+from rlmec_core.teachers.base import number_steps, split_steps
 
 # Section headings of the task messages; the test server parses on them.
 QUESTION_HEADING = "### Question"
@@ -65,11 +65,6 @@ _EXAMPLE_CONTINUATION = (
     "After baking she has 9 + 8 = 17 muffins.\n"
     "The answer is 17"
 )
-
-
-def number_steps(solution: str) -> str:
-    """The solution with its steps numbered as the method does: ``[0] ...`` one per line."""
-    return "\n".join(f"[{i}] {step}" for i, step in enumerate(split_steps(solution)))
 
 
 def _task_fields(question: str, gold_solution: str, prediction: str) -> list[str]:
