@@ -48,6 +48,8 @@ OPERATIONAL_FIELDS = frozenset(
 # gold_sft: supervised on the gold solutions of the same problems, for as many steps.
 VARIANTS = ("rlmec", "no_imitation", "no_token_reward", "rft", "gold_sft")
 Variant = Literal[VARIANTS]  # type: ignore[valid-type]
+RL_NORMALIZERS = ("reward_tokens", "response_tokens")
+RlNormalizer = Literal[RL_NORMALIZERS]  # type: ignore[valid-type]
 
 # The top-level sections a stage reads besides its own: they are part of its cache key.
 SHARED_SECTIONS: dict[str, tuple[str, ...]] = {
@@ -345,6 +347,11 @@ class TrainPolicySection(TrainingSection):
     variant_learning_rates: dict[Variant, Annotated[float, Field(gt=0)]] = {}
     epsilon: Annotated[float, Field(gt=0, lt=1)] = 0.3
     imitation_coef: Annotated[float, Field(ge=0)] = 1.0
+    # What L_RL is divided by: the method's N_r (tokens with a non-zero reward), or every
+    # response token of the batch, an option outside the method that keeps L_RL's weight
+    # against L_IM independent of how many tokens the rewards leave at zero
+    # (docs/results.md §3). Instance-level rewards are never zero: both agree there.
+    rl_normalizer: RlNormalizer = "reward_tokens"
     # The training seed, separate from run.seed so an ablation over seeds reuses every
     # upstream artifact.
     seed: Seed = 0

@@ -4,7 +4,10 @@
 
 * ``ρ_t = exp(log π_θ(y_t) - log π_ref(y_t))`` and
   ``A_t = min(ρ_t · r_t, clip(ρ_t, 1-ε, 1+ε) · r_t)``, both without gradient;
-* ``L_RL = -Σ_t A_t · log π_θ(y_t) / N_r``, ``N_r`` = tokens with ``r_t ≠ 0`` (at least 1);
+* ``L_RL = -Σ_t A_t · log π_θ(y_t) / N_r``, ``N_r`` = tokens with ``r_t ≠ 0`` (at least 1),
+  or, an option outside the method (``rl_normalizer="response_tokens"``), every response
+  token of the batch: then L_RL's weight against L_IM no longer depends on how many tokens
+  the rewards leave at zero (docs/results.md §3);
 * ``L_IM = Σ_t w_t · (-log π_θ(ŷ_t)) / N_w``, ``N_w`` = tokens with ``w_t ≠ 0`` (at least 1).
 
 Padding is marked by a zero reward (for ``y``) or a zero weight (for ``ŷ``); whatever
@@ -34,10 +37,15 @@ def _wide(x: torch.Tensor) -> torch.Tensor:
 
 
 def _rl_terms(
-    logp: torch.Tensor, ref_logp: torch.Tensor, rewards: torch.Tensor, epsilon: float
+    logp: torch.Tensor,
+    ref_logp: torch.Tensor,
+    rewards: torch.Tensor,
+    epsilon: float,
+    n_response_tokens: torch.Tensor | int | None = None,
 ) -> dict[str, torch.Tensor]:
     active = rewards != 0
     n_r = active.sum().clamp(min=1)
+    divisor = n_r if n_response_tokens is None else torch.as_tensor(n_response_tokens).clamp(min=1)
     with torch.no_grad():
         # The ratio only scales the reward; the gradient flows through log π_θ alone.
         ratio = torch.exp(_wide(logp.detach()) - _wide(ref_logp.detach()))
@@ -50,7 +58,7 @@ def _rl_terms(
     # where(): a padded position may hold any log-prob (even -inf) without poisoning the sum.
     per_token = torch.where(active, -advantage * _wide(logp), torch.zeros_like(advantage))
     return {
-        "l_rl": per_token.sum() / n_r,
+        "l_rl": per_token.sum() / divisor,
         "clip_fraction": clip_fraction,
         "mean_ratio": mean_ratio,
         "n_reward_tokens": active.sum(),
@@ -76,6 +84,7 @@ def rlmec_loss_terms(
     *,
     epsilon: float = DEFAULT_EPSILON,
     imitation_coef: float = DEFAULT_IMITATION_COEF,
+    n_response_tokens: torch.Tensor | int | None = None,
 ) -> dict[str, torch.Tensor]:
     """The loss and its parts, for training and logging.
 
@@ -87,6 +96,9 @@ def rlmec_loss_terms(
     Returns ``loss``, ``l_rl`` and ``l_im`` (with gradient) and the detached diagnostics
     ``clip_fraction`` (share of rewarded tokens whose ratio lies outside ``[1-ε, 1+ε]``),
     ``mean_ratio`` (mean ``ρ`` over rewarded tokens), ``n_reward_tokens``, ``n_weight_tokens``.
+
+    ``n_response_tokens``: divide L_RL by this count (the batch's response tokens) instead
+    of the method's ``N_r``; None keeps ``N_r``.
     """
     if not 0 < epsilon < 1:
         raise ValueError(f"epsilon must lie in (0, 1), got {epsilon!r}")
@@ -94,7 +106,7 @@ def rlmec_loss_terms(
         raise ValueError(f"imitation_coef must be >= 0, got {imitation_coef!r}")
     _check_pair(logp, ref_logp, "logp and ref_logp")
     _check_pair(logp, rewards, "logp and rewards")
-    terms = _rl_terms(logp, ref_logp, rewards, epsilon)
+    terms = _rl_terms(logp, ref_logp, rewards, epsilon, n_response_tokens)
 
     if target_logp is None or target_weights is None:
         if target_logp is not None or target_weights is not None:

@@ -46,7 +46,7 @@ def _train_policy(ctx: RunContext, io: StageIO) -> StageResult:
     # points live in the manifest and MLflow, or a resumed run would change the id.
     facts = {
         k: result[k]
-        for k in ("steps", "n_rows", "learning_rate", "epsilon", "imitation_coef")
+        for k in ("steps", "n_rows", "learning_rate", "epsilon", "imitation_coef", "rl_normalizer")
         if k in result
     }
     if cfg.lora is not None:

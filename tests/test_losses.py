@@ -48,6 +48,19 @@ def test_hand_computed_terms():
     assert terms["n_weight_tokens"].item() == 4
 
 
+def test_response_token_normaliser_divides_l_rl_by_the_given_count():
+    # As if row 0's third slot were a real token with reward 0: 4 response tokens, N_r = 3.
+    batch = _hand_batch()
+    spec = rlmec_loss_terms(**batch)
+    terms = rlmec_loss_terms(**batch, n_response_tokens=4)
+    assert terms["l_rl"].item() == pytest.approx(-0.015 / 4, abs=1e-7)
+    assert terms["l_im"].item() == pytest.approx(spec["l_im"].item())  # L_IM untouched
+    assert terms["n_reward_tokens"].item() == 3  # the diagnostics stay per rewarded token
+    assert terms["clip_fraction"].item() == pytest.approx(spec["clip_fraction"].item())
+    # Equal to N_r, it is the method's loss.
+    assert rlmec_loss(**batch, n_response_tokens=3).item() == pytest.approx(spec["loss"].item())
+
+
 def test_scalar_loss_is_the_terms_loss_and_lambda_scales_imitation():
     batch = _hand_batch()
     assert rlmec_loss(**batch).item() == pytest.approx(1.1825, abs=1e-6)
@@ -126,22 +139,32 @@ def _batches(draw):
     ]
     eps = draw(st.floats(0.05, 0.9))
     lam = draw(st.floats(0.0, 2.0))
-    return logp, ref, rewards, target_logp, weights, eps, lam
+    n_response = draw(st.one_of(st.none(), st.integers(0, b * t)))
+    return logp, ref, rewards, target_logp, weights, eps, lam, n_response
 
 
 @settings(max_examples=80, deadline=None)
 @given(_batches())
 def test_gradient_matches_the_formula(batch):
-    logp, ref, rewards, target_logp, weights, eps, lam = batch
+    logp, ref, rewards, target_logp, weights, eps, lam, n_response = batch
     logp.requires_grad_(True)
     target_logp.requires_grad_(True)
-    loss = rlmec_loss(logp, ref, rewards, target_logp, weights, epsilon=eps, imitation_coef=lam)
+    loss = rlmec_loss(
+        logp,
+        ref,
+        rewards,
+        target_logp,
+        weights,
+        epsilon=eps,
+        imitation_coef=lam,
+        n_response_tokens=n_response,
+    )
     assert torch.isfinite(loss)
     loss.backward()
 
     ratio = torch.exp(logp.detach() - ref)
     advantage = torch.minimum(ratio * rewards, ratio.clamp(1 - eps, 1 + eps) * rewards)
-    n_r = max(int((rewards != 0).sum()), 1)
+    n_r = max(int((rewards != 0).sum()) if n_response is None else n_response, 1)
     n_w = max(int((weights != 0).sum()), 1)
     assert torch.allclose(logp.grad.double(), -advantage / n_r, atol=1e-6)
     assert torch.allclose(target_logp.grad.double(), -lam * weights / n_w, atol=1e-6)

@@ -138,7 +138,9 @@ def test_collator_pads_sequences_and_per_token_lists(tokenizer, rl_rows):
         assert not batch["target_weights"][b, n_t:].any()
 
 
-def _naive_rlmec_loss(model, rows, *, imitation_coef=1.0, rewards=None) -> torch.Tensor:
+def _naive_rlmec_loss(
+    model, rows, *, imitation_coef=1.0, rewards=None, n_response_tokens=None
+) -> torch.Tensor:
     logp = _pad([_naive_logprobs(model, r["prompt_ids"], r["response_ids"]) for r in rows])
     target = _pad([_naive_logprobs(model, r["prompt_ids"], r["target_ids"]) for r in rows])
     rewards = rewards or [r["rewards"] for r in rows]
@@ -149,6 +151,7 @@ def _naive_rlmec_loss(model, rows, *, imitation_coef=1.0, rewards=None) -> torch
         target,
         _pad([torch.tensor(r["target_weights"]) for r in rows]),
         imitation_coef=imitation_coef,
+        n_response_tokens=n_response_tokens,
     )
 
 
@@ -164,6 +167,33 @@ def test_compute_loss_matches_naive_full_log_softmax(tokenizer, rl_rows, tmp_pat
     # The ±0.5 offsets put e^±0.5 outside [0.7, 1.3] on every rewarded token.
     assert terms["clip_fraction"].item() > 0.5
     assert terms["l_im"].item() > 0
+
+
+def test_response_token_normaliser_divides_l_rl_by_every_response_token(
+    tokenizer, rl_rows, tmp_path
+):
+    model = _model(tokenizer)
+    trainer = _trainer(
+        model, tokenizer, rl_rows, tmp_path, "rlmec", rl_normalizer="response_tokens"
+    )
+    batch = trainer.data_collator(trainer.train_dataset.rows)
+    n_response = sum(len(r["response_ids"]) for r in rl_rows)
+    n_rewarded = sum(1 for r in rl_rows for x in r["rewards"] if x != 0)
+    assert n_rewarded < n_response  # the hand-made rewards leave some tokens at zero
+    with torch.no_grad():
+        loss, terms = trainer.compute_loss(model, batch, return_outputs=True)
+        expected = _naive_rlmec_loss(model, rl_rows, n_response_tokens=n_response)
+        spec = _naive_rlmec_loss(model, rl_rows)
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
+    assert loss.item() != pytest.approx(spec.item(), abs=1e-4)
+    # Instance-level rewards are never zero: there both normalisers are the same loss.
+    trainers = [
+        _trainer(model, tokenizer, rl_rows, tmp_path, "no_token_reward", rl_normalizer=n)
+        for n in ("reward_tokens", "response_tokens")
+    ]
+    with torch.no_grad():
+        a, b = (t.compute_loss(model, t.data_collator(t.train_dataset.rows)) for t in trainers)
+    assert a.item() == pytest.approx(b.item(), abs=1e-6)
 
 
 def test_no_imitation_ignores_targets(tokenizer, rl_rows, tmp_path):

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
-from rlmec_core.config import VARIANTS, TrainPolicySection, Variant
+from rlmec_core.config import RL_NORMALIZERS, VARIANTS, RlNormalizer, TrainPolicySection, Variant
 from rlmec_core.logprobs import HeadMode, response_logprobs
 from rlmec_core.losses import DEFAULT_EPSILON, DEFAULT_IMITATION_COEF, rlmec_loss_terms
 from rlmec_core.progress import use_progress_callbacks
@@ -272,6 +272,7 @@ class RlmecTrainer(Trainer):
         objective: Objective = "rlmec",
         epsilon: float = DEFAULT_EPSILON,
         imitation_coef: float = DEFAULT_IMITATION_COEF,
+        rl_normalizer: RlNormalizer = "reward_tokens",
         **kwargs: Any,
     ) -> None:
         if objective not in LOGGED_TERMS:
@@ -280,10 +281,15 @@ class RlmecTrainer(Trainer):
             raise ValueError(f"epsilon must lie in (0, 1), got {epsilon!r}")
         if imitation_coef < 0:
             raise ValueError(f"imitation_coef must be >= 0, got {imitation_coef!r}")
+        if rl_normalizer not in RL_NORMALIZERS:
+            raise ValueError(
+                f"rl_normalizer must be one of {RL_NORMALIZERS}, got {rl_normalizer!r}"
+            )
         super().__init__(*args, **kwargs)
         self.objective = objective
         self.epsilon = epsilon
         self.imitation_coef = imitation_coef
+        self.rl_normalizer = rl_normalizer
         # Detached tensors, so logging costs no device sync per micro-batch.
         self._term_sums: dict[str, torch.Tensor] = {}
         self._term_count = 0
@@ -337,6 +343,9 @@ class RlmecTrainer(Trainer):
             target_weights,
             epsilon=self.epsilon,
             imitation_coef=self.imitation_coef,
+            n_response_tokens=(
+                inputs["response_mask"].sum() if self.rl_normalizer == "response_tokens" else None
+            ),
         )
 
     def compute_loss(
@@ -419,6 +428,7 @@ def build_policy_trainer(
         objective=objective,
         epsilon=cfg.epsilon,
         imitation_coef=coef,
+        rl_normalizer=cfg.rl_normalizer,
     )
     use_progress_callbacks(trainer)
     trainer.add_callback(NonFiniteGuard())  # a diverged run fails, commits nothing
@@ -478,6 +488,7 @@ def train_policy(
         "learning_rate": cfg.learning_rate,
         "epsilon": cfg.epsilon,
         "imitation_coef": trainer.imitation_coef,
+        "rl_normalizer": trainer.rl_normalizer,
         "trainable_params": int(n_trainable),
         "resumed_from": last,
         "loss_history": history,
