@@ -7,12 +7,27 @@ from rlmec_core.config import STAGES, ConfigError, PipelineConfig, load_config
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["tiny", "micro", "gsm8k-instruct"])
+SHIPPED = sorted(path.stem for path in (REPO / "configs").glob("*.yaml"))
+
+
+def test_every_shipped_config_is_checked():
+    assert {"tiny", "micro", "small", "gsm8k-instruct"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_load(name):
     config = load_config(REPO / "configs" / f"{name}.yaml")
     assert config.run.name == name
     for item in config.data.eval_files:
         assert config.resolve_path(item.path).is_file(), item.path
+
+
+def test_small_is_tiny_with_more_rl_data():
+    # Same split, bootstrap and teacher: `small` reuses tiny's cached upstream artifacts.
+    tiny, small = (load_config(REPO / "configs" / f"{n}.yaml") for n in ("tiny", "small"))
+    for section in ("data", "bootstrap", "distill", "annotate", "evaluate"):
+        assert getattr(small, section) == getattr(tiny, section), section
+    assert small.collect.max_problems == 5 * tiny.collect.max_problems
 
 
 def write(tmp_path: Path, text: str) -> Path:
