@@ -133,21 +133,19 @@ class ServedModel:
         sampling = temperature > 0
         if sampling and seed is None:
             raise ValueError("sampling needs a seed")
-        bodies = []
-        for i, ids in enumerate(prompt_ids):
-            params: dict[str, Any] = {
-                "model": self.endpoint.model,
-                "prompt": [int(t) for t in ids],
-                "n": n,
-                "max_tokens": max_tokens,
-                "temperature": temperature if sampling else 0.0,
-                "top_p": top_p if sampling else 1.0,
-            }
-            if sampling:
-                params["seed"] = request_seed(seed, i)
-            if self.stop_token_ids:
-                params["extra_body"] = {"stop_token_ids": self.stop_token_ids}
-            bodies.append(params)
+        common: dict[str, Any] = {
+            "model": self.endpoint.model,
+            "n": n,
+            "max_tokens": max_tokens,
+            "temperature": temperature if sampling else 0.0,
+            "top_p": top_p if sampling else 1.0,
+        }
+        if self.stop_token_ids:
+            common["extra_body"] = {"stop_token_ids": self.stop_token_ids}
+        bodies = [{**common, "prompt": [int(t) for t in ids]} for ids in prompt_ids]
+        if sampling:
+            for i, body in enumerate(bodies):
+                body["seed"] = request_seed(seed, i)
         with tqdm(total=len(bodies), desc=desc, disable=not progress) as bar:
             results = self.endpoint.map(
                 self._request,

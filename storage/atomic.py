@@ -10,8 +10,6 @@ from typing import Any
 
 from rlmec_core.durability import fsync_dir
 
-__all__ = ["fsync_dir", "write_bytes_atomic", "write_json_atomic"]
-
 
 def _umask() -> int:
     """The process's umask (read from /proc where it can be, without changing it)."""

@@ -20,7 +20,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from storage.atomic import fsync_dir, write_json_atomic
+from rlmec_core.durability import fsync_dir
+from storage.atomic import write_json_atomic
 from storage.manifest import MANIFEST_NAME, Manifest, Production, Provenance, run_fields
 
 ID_LENGTH = 20
