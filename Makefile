@@ -23,8 +23,11 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Two pytest-xdist workers, one per core; each test file stays on one worker, so a module's
+# fixtures (a whole pipeline run, say) are built once. tests/conftest.py gives each worker
+# one compute thread.
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 format: setup
 	$(BIN)/ruff check --fix .
