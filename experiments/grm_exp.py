@@ -1,5 +1,10 @@
 """GRM on a problem subset of a big sample set; optional prompt changes.
-usage: grm_exp.py NAME SAMPLES POLICY_DIR N_PROBLEMS EPOCHS LR [numbered_ref 0/1] [bs]"""
+usage: grm_exp.py NAME SAMPLES POLICY_DIR N_PROBLEMS EPOCHS LR [numbered_ref 0/1] [bs]
+LAYOUT=interleaved: each prediction step shown right under the reference's step of the
+same number, instead of the two solutions one after the other.
+KINDS=error_step: train on the error-step examples only (is the verdict learnable at all?).
+VERDICT=steps: the error-step response judges each step in turn before naming the first
+wrong one ("Step 0 right. Step 1 wrong. The first error step is [1]")."""
 
 import collections
 import json
@@ -59,7 +64,48 @@ samples = [s for s in samples if s["problem_id"] in keep]
 rows, caught = redistill(samples)
 train_rows, held = heldout_split(rows, 0.1, 0)
 held = held[:600]
-examples = list(gd.build_grm_examples(train_rows, seed=0))
+layout = os.environ.get("LAYOUT", "blocks")
+if layout == "interleaved":
+
+    def interleave_steps(gold_solution, prediction):
+        """Each prediction step right under the reference's step of the same number."""
+        reference, predicted = gd.split_steps(gold_solution), gd.split_steps(prediction)
+        lines = []
+        for i in range(max(len(reference), len(predicted))):
+            for label, steps in (("Reference", reference), ("Prediction", predicted)):
+                lines.append(f"[{i}] {label}: {steps[i].strip() if i < len(steps) else '(none)'}")
+        return "\n".join(lines)
+
+    def interleaved_prompt(kind, question, gold_solution, prediction, style):
+        instruction, _, response_prefix = gd._GRM_PROMPTS[kind]
+        body = (
+            f"{instruction}\n\nProblem:\n{question.strip()}\n\n"
+            "Reference solution and prediction, step by step:\n"
+            f"{interleave_steps(gold_solution, prediction)}"
+        )
+        return gd._styled(body, response_prefix, style)
+
+    gd._grm_prompt = interleaved_prompt  # error_step_prompt/rewrite_prompt call it
+style = None
+examples = list(gd.build_grm_examples(train_rows, seed=0, style=style))
+kinds = os.environ.get("KINDS", "error_step,rewrite,identity").split(",")
+examples = [e for e in examples if e["kind"] in kinds]
+verdict = os.environ.get("VERDICT", "step")
+if verdict == "steps":
+    by_id = {r["sample_id"]: r for r in train_rows}
+
+    def stepwise(row):
+        n = len(gd.split_steps(row["prediction"]))
+        k = row["error_step"] if row["teacher_status"] == "kept" else -1
+        judged = [
+            f"Step {i} {'wrong' if i == k else 'right'}." for i in range(n if k < 0 else k + 1)
+        ]
+        return " ".join(judged) + " " + gd.error_step_response(k)
+
+    for e in examples:
+        if e["kind"] == "error_step":
+            e["response"] = stepwise(by_id[e["sample_id"]])
+    log("stepwise verdict e.g.", [e["response"] for e in examples if e["kind"] == "error_step"][:2])
 log(
     name,
     "samples",
@@ -117,7 +163,9 @@ log("trained", res["steps"], "steps", f"{res['runtime_s']:.0f}s", "final loss", 
 model.save_pretrained(out / "model")
 tok.save_pretrained(out / "model")
 wrong = [r for r in held if r["teacher_status"] == "kept"]
-v = grm_mod.grm_rewrites(model, tok, wrong, batch_size=64, max_new_tokens=192, progress=False)
+v = grm_mod.grm_rewrites(
+    model, tok, wrong, batch_size=64, max_new_tokens=192, progress=False, style=style
+)
 step_acc = sum(x.error_step == r["error_step"] for x, r in zip(v, wrong, strict=True)) / len(wrong)
 verified = sum(
     x.text is not None
@@ -126,11 +174,23 @@ verified = sum(
     and check_steps(r["question"], r["gold_answer"], x.text, "grounded").ok
     for x, r in zip(v, wrong, strict=True)
 ) / len(wrong)
+# Step accuracy on 300 of its own training samples: does it fit the verdict at all?
+seen = [r for r in train_rows if r["teacher_status"] == "kept"][:300]
+seen_v = grm_mod.grm_rewrites(
+    model, tok, seen, batch_size=64, max_new_tokens=64, progress=False, style=style
+)
+train_step_acc = sum(
+    x.error_step == r["error_step"] for x, r in zip(seen_v, seen, strict=True)
+) / len(seen)
 r = {
     "name": name,
+    "train_step_acc_wrong": train_step_acc,
     "n_problems": int(n_problems),
     "numbered_ref": numbered,
     "ref_last": ref_last,
+    "layout": layout,
+    "verdict": verdict,
+    "kinds": kinds,
     "epochs": float(epochs),
     "lr": float(lr),
     "bs": bs,
