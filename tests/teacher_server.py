@@ -230,7 +230,16 @@ class LoopbackOpenAIServer:
             def log_message(self, format: str, *args: object) -> None:  # quiet tests
                 pass
 
+            def _end_in_flight(self) -> None:
+                # Before the response's first byte: once the client has it, it may send its
+                # next request, which must not overlap this one in the count.
+                if getattr(self, "_counted", False):
+                    self._counted = False
+                    with server._lock:
+                        server._in_flight -= 1
+
             def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+                self._end_in_flight()
                 try:
                     self.send_response(status)
                     for name, value in headers.items():
@@ -276,11 +285,11 @@ class LoopbackOpenAIServer:
                     fault = server._faults.pop(0) if server._faults else None
                     server._in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server._in_flight)
+                self._counted = True
                 try:
                     self._respond(body, fault)
                 finally:
-                    with server._lock:
-                        server._in_flight -= 1
+                    self._end_in_flight()  # a request answered with nothing (dropped)
 
             def _respond(self, body: dict, fault: Fault | None) -> None:
                 if not self._authorised():
