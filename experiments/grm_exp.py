@@ -179,9 +179,7 @@ seen = [r for r in train_rows if r["teacher_status"] == "kept"][:300]
 seen_v = grm_mod.grm_rewrites(
     model, tok, seen, batch_size=64, max_new_tokens=64, progress=False, style=style
 )
-train_step_acc = sum(
-    x.error_step == r["error_step"] for x, r in zip(seen_v, seen, strict=True)
-) / len(seen)
+train_step_acc = grm_mod.grm_metrics(seen_v, seen)["error_step_accuracy_incorrect"]
 r = {
     "name": name,
     "train_step_acc_wrong": train_step_acc,

@@ -227,13 +227,15 @@ class LoopbackOpenAIServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            _counted = False  # this request is in server._in_flight
+
             def log_message(self, format: str, *args: object) -> None:  # quiet tests
                 pass
 
             def _end_in_flight(self) -> None:
                 # Before the response's first byte: once the client has it, it may send its
                 # next request, which must not overlap this one in the count.
-                if getattr(self, "_counted", False):
+                if self._counted:
                     self._counted = False
                     with server._lock:
                         server._in_flight -= 1
