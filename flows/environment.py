@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 # The project's loggers (the library's and the stage adapters'): Prefect sends their records
@@ -36,6 +37,18 @@ def configure_environment(workspace: str | Path) -> None:
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def plain_progress_off_terminal() -> None:
+    """Off a terminal (a log file, CI, a worker) no library draws a progress bar: their
+    carriage-return repaints fill a log with one huge line each. The project's own loops
+    report plain lines instead (``rlmec_core.progress``). Set before datasets, transformers
+    and huggingface_hub are imported: they read these once, at import."""
+    if sys.stderr.isatty():
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' bars too
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # any other tqdm (e.g. GGUF dequantising)
 
 
 def configure_project_logging(level: str | int) -> None:

@@ -18,7 +18,7 @@ from tasks.context import RunContext
 from tasks.data import data_task, input_files_digest
 from tasks.distill import distill_task
 from tasks.evaluate import evaluate_task
-from tasks.train_grm import train_grm_task
+from tasks.train_grm import grm_source_key, train_grm_task
 from tasks.train_policy import train_policy_task
 
 
@@ -43,7 +43,9 @@ def reward_annotation(stages: StageRunner, config: PipelineConfig) -> dict[str, 
     policy = stages.run(bootstrap_task, {"data": data}, extra_key=policy_source_key(config))
     samples = stages.run(collect_task, {"policy": policy, "data": data})
     rewrites = stages.run(distill_task, {"samples": samples, "policy": policy})
-    grm = stages.run(train_grm_task, {"rewrites": rewrites, "policy": policy})
+    grm = stages.run(
+        train_grm_task, {"rewrites": rewrites, "policy": policy}, extra_key=grm_source_key(config)
+    )
     rl_data = stages.run(annotate_task, {"rewrites": rewrites, "grm": grm, "policy": policy})
     return {"data": data, "policy": policy, "rl_data": rl_data}
 

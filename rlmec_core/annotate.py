@@ -31,7 +31,6 @@ from typing import Any, Literal
 
 import torch
 from datasets import Dataset
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlmec_core.data.schema import RL_FEATURES
@@ -45,6 +44,7 @@ from rlmec_core.logprobs import (
     supports_prefix_cache,
 )
 from rlmec_core.policy_prompt import format_policy_prompt
+from rlmec_core.progress import Progress
 from rlmec_core.prompt_format import PLAIN, PromptStyle
 from rlmec_core.rewards import KEEP_THRESHOLD, instance_rewards, token_rewards
 from rlmec_core.trainers.sft import IGNORE_INDEX, tokenize_example
@@ -259,7 +259,7 @@ def batched_response_logprobs(
             last_use[parent] = index
     caches: dict[int, Any] = {}
     out: list[list[float]] = [[] for _ in prompt_ids]
-    with tqdm(total=len(prompt_ids), desc=desc, disable=not progress) as bar:
+    with Progress(len(prompt_ids), desc, enabled=progress) as bar:
         for index, step in enumerate(plan):
             if isinstance(step, _Prefix):
                 tokens = prompt_ids[step.source][step.start : step.end]

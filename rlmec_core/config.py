@@ -324,6 +324,10 @@ class VerificationSection(Section):
 
 
 class TrainGrmSection(TrainingSection):
+    # The model the GRM starts from: None, the initial policy (the method's choice); or a
+    # local HF model folder or a .gguf file (a folder holding one) whose tokenizer is the
+    # policy's, since the GRM scores the policy's own token ids.
+    init_from: str | None = None
     learning_rate: Annotated[float, Field(gt=0)] = 2e-5
     heldout_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
     save_steps: Annotated[int, Field(ge=1)] = 50

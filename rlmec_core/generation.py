@@ -11,10 +11,10 @@ import time
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlmec_core.generation_server import ServedModel
+from rlmec_core.progress import progress as report_progress
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ def generate_solutions(
     n_tokens = 0
     start = time.perf_counter()
     batches = range(0, len(prompts), batch_size)
-    for index, offset in enumerate(tqdm(batches, desc="generate", disable=not progress)):
+    for index, offset in enumerate(report_progress(batches, "generate", enabled=progress)):
         batch = prompts[offset : offset + batch_size]
         # Default special tokens (e.g. a BOS), exactly as SFT tokenised its prompts.
         enc = tokenizer(batch, return_tensors="pt", padding=True)

@@ -33,9 +33,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from tqdm.auto import tqdm
-
 from rlmec_core.openai_client import EndpointError, OpenAIEndpoint, Retryable
+from rlmec_core.progress import Progress
 from rlmec_core.prompt_format import end_of_turn_id
 
 if TYPE_CHECKING:
@@ -146,7 +145,7 @@ class ServedModel:
         if sampling:
             for i, body in enumerate(bodies):
                 body["seed"] = request_seed(seed, i)
-        with tqdm(total=len(bodies), desc=desc, disable=not progress) as bar:
+        with Progress(len(bodies), desc, enabled=progress) as bar:
             results = self.endpoint.map(
                 self._request,
                 bodies,

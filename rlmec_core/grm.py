@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlmec_core.answers import answers_match
@@ -29,6 +28,7 @@ from rlmec_core.grm_data import (
     parse_error_step,
     rewrite_prompt,
 )
+from rlmec_core.progress import progress as report_progress
 from rlmec_core.prompt_format import PromptStyle
 from rlmec_core.teachers.base import split_steps
 from rlmec_core.verification import Verifier
@@ -113,7 +113,7 @@ def greedy_continuations(
     texts: list[str] = [""] * len(prompt_ids)
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]), reverse=True)
     starts = range(0, len(order), batch_size)
-    for start in tqdm(starts, desc=desc, disable=not progress):
+    for start in report_progress(starts, desc, enabled=progress):
         batch = order[start : start + batch_size]
         width = max(len(prompt_ids[i]) for i in batch)
         ids = torch.full((len(batch), width), pad_id, dtype=torch.long)

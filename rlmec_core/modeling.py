@@ -98,3 +98,14 @@ def stop_at_end_of_turn(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
     ids = [] if eos is None else list(eos) if isinstance(eos, list) else [eos]
     if end not in ids:
         model.generation_config.eos_token_id = [*ids, end]
+
+
+def load_tokenizer_folder(path: str | Path) -> PreTrainedTokenizerBase:
+    """The tokenizer of a local model folder (no weights loaded)."""
+    return AutoTokenizer.from_pretrained(Path(path), local_files_only=True)
+
+
+def same_vocabulary(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
+    """Whether two tokenizers map every token to the same id (so one model can score the
+    other's token ids)."""
+    return a.get_vocab() == b.get_vocab()

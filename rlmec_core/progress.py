@@ -18,7 +18,8 @@ from transformers import ProgressCallback, TrainerCallback
 
 T = TypeVar("T")
 logger = logging.getLogger("rlmec_core.progress")
-LOG_LINES = 10  # lines per loop when not on a terminal
+# Off a terminal: one line at most this often (and the last one), never a carriage return.
+LOG_INTERVAL_S = 30.0
 
 
 def on_terminal() -> bool:
@@ -27,28 +28,34 @@ def on_terminal() -> bool:
 
 
 class Progress:
-    """Counts work done: a tqdm bar on a terminal, else a log line every tenth of the total."""
+    """Counts work done: a tqdm bar on a terminal, else one log line at most every
+    ``interval_s`` seconds (done/total, rate, ETA) and one when the work is done."""
 
-    def __init__(self, total: int | None, desc: str, enabled: bool = True) -> None:
-        self.total, self.desc, self.done = total, desc, 0
-        self._bar = tqdm(total=total, desc=desc) if enabled and on_terminal() else None
+    def __init__(
+        self,
+        total: int | None,
+        desc: str,
+        enabled: bool = True,
+        interval_s: float = LOG_INTERVAL_S,
+        unit: str = "it",
+    ) -> None:
+        self.total, self.desc, self.done, self.unit = total, desc, 0, unit
+        self._bar = tqdm(total=total, desc=desc, unit=unit) if enabled and on_terminal() else None
         self._logged = enabled and self._bar is None
-        self._every = max(1, (total or 0) // LOG_LINES) if total else 100
-        self._started = time.perf_counter()
+        self._interval = interval_s
+        self._started = self._last = time.perf_counter()
 
     def update(self, n: int = 1) -> None:
-        before, self.done = self.done, self.done + n
+        self.done += n
         if self._bar is not None:
             self._bar.update(n)
-        elif self._logged and (
-            before // self._every != self.done // self._every or self.done == self.total
-        ):
+            return
+        now = time.perf_counter()
+        finished = self.total is not None and self.done >= self.total
+        if self._logged and (finished or now - self._last >= self._interval):
+            self._last = now
             logger.info(
-                "%s: %d/%s (%.0f s)",
-                self.desc,
-                self.done,
-                self.total if self.total is not None else "?",
-                time.perf_counter() - self._started,
+                progress_line(self.desc, self.done, self.total, now - self._started, self.unit)
             )
 
     def close(self) -> None:
@@ -60,6 +67,15 @@ class Progress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def progress_line(desc: str, done: int, total: int | None, seconds: float, unit: str = "it") -> str:
+    """``desc: done/total (rate unit/s, elapsed s, ETA s)``: one plain line."""
+    rate = done / seconds if seconds > 0 else 0.0
+    line = f"{desc}: {done}/{total if total is not None else '?'} ({rate:.3g} {unit}/s, {seconds:.0f} s"
+    if total is not None and rate > 0 and done < total:
+        line += f", ETA {(total - done) / rate:.0f} s"
+    return line + ")"
 
 
 def progress(iterable: Iterable[T], desc: str, *, enabled: bool = True) -> Iterator[T]:

@@ -3,8 +3,7 @@ solutions (or kept as it is with ``epochs: 0``), or a tiny model trained here.""
 
 from __future__ import annotations
 
-import hashlib
-import json
+import shutil
 
 from rlmec_core.bootstrap import bootstrap_policy
 from rlmec_core.config import PipelineConfig
@@ -12,7 +11,7 @@ from rlmec_core.data.io import load_parquet
 from rlmec_core.trainers.lora import lora_summary
 from storage.atomic import write_json_atomic
 from tasks.context import RunContext
-from tasks.models import MODEL_REF, describe_model_folder
+from tasks.models import MODEL_REF, model_source_key, resolve_model_source
 from tasks.stage import StageIO, StageResult, stage_task
 
 EXTERNAL_KIND = "model_ref"
@@ -22,16 +21,21 @@ def policy_source_key(config: PipelineConfig) -> str:
     """Identity of a user-supplied model folder, so replacing its weights re-runs downstream."""
     if config.bootstrap.model_path is None:
         return ""
-    folder = describe_model_folder(config.resolve_path(config.bootstrap.model_path))
-    return hashlib.sha256(json.dumps(folder, sort_keys=True).encode()).hexdigest()[:16]
+    return model_source_key(config.resolve_path(config.bootstrap.model_path))
 
 
 @stage_task("bootstrap")
 def bootstrap_task(ctx: RunContext, io: StageIO) -> StageResult:
     cfg = ctx.config.bootstrap
     folder = None
+    source: dict = {}
     if cfg.model_path is not None:
-        folder = describe_model_folder(ctx.config.resolve_path(cfg.model_path))
+        path, folder = resolve_model_source(ctx.config.resolve_path(cfg.model_path), ctx.workspace)
+        source = {"model_source": folder["gguf"]} if "gguf" in folder else {}
+        if cfg.epochs == 0 and source:
+            # A dequantised GGUF lives in scratch: the artifact keeps its own copy.
+            shutil.copytree(path, io.out / "model")
+            return StageResult(kind="policy", summary={"model_path": str(path), **source})
         if cfg.epochs == 0:
             # Nothing to train: record which folder is the policy, without copying weights.
             write_json_atomic(io.out / MODEL_REF, folder)
@@ -49,7 +53,7 @@ def bootstrap_task(ctx: RunContext, io: StageIO) -> StageResult:
         prompt_format=ctx.config.prompts.format,
     )
     history = result.pop("loss_history", [])
-    summary = {"prompt_format": result.pop("prompt_format")}
+    summary = {"prompt_format": result.pop("prompt_format"), **source}
     if folder:
         summary["model_path"] = folder["path"]
     summary.update(

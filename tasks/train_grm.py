@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 from datasets import Dataset
 
+from rlmec_core.config import PipelineConfig
 from rlmec_core.data.io import load_parquet, save_parquet
 from rlmec_core.data.schema import DISTILLED_FEATURES
 from rlmec_core.generation_server import open_generator, require_launch
 from rlmec_core.grm import grm_metrics, grm_rewrites
 from rlmec_core.grm_data import build_grm_examples
-from rlmec_core.modeling import load_policy
+from rlmec_core.modeling import load_policy, load_tokenizer_folder, same_vocabulary
 from rlmec_core.precision import torch_dtype
 from rlmec_core.prompt_format import prompt_style
 from rlmec_core.trainers.lora import lora_dtype, lora_summary
@@ -19,8 +21,10 @@ from rlmec_core.trainers.sft import checkpoint_step, train_sft
 from rlmec_core.verification import Verifier
 from tasks.context import RunContext
 from tasks.launch import is_main_process, launched
-from tasks.models import model_dir
+from tasks.models import model_dir, model_source_key, resolve_model_source
 from tasks.stage import StageIO, StageResult, stage_task
+
+INIT_FROM = "train_grm.init_from"
 
 
 def heldout_split(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -39,6 +43,31 @@ def distilled_dataset(rows: list[dict]) -> Dataset:
     return Dataset.from_dict(columns, features=DISTILLED_FEATURES)
 
 
+def grm_source_key(config: PipelineConfig) -> str:
+    """Identity of ``train_grm.init_from`` for the cache key ("" when the GRM starts from
+    the policy, an artifact whose id the key has already)."""
+    init_from = config.train_grm.init_from
+    return "" if init_from is None else model_source_key(config.resolve_path(init_from), INIT_FROM)
+
+
+def grm_start(ctx: RunContext, io: StageIO) -> tuple[Path, dict]:
+    """The folder the GRM starts from and what lineage records of it: the initial policy,
+    or ``train_grm.init_from`` when its tokenizer gives the policy's token ids."""
+    policy = model_dir(io.inputs["policy"])
+    init_from = ctx.config.train_grm.init_from
+    if init_from is None:
+        return policy, {}
+    folder, record = resolve_model_source(
+        ctx.config.resolve_path(init_from), ctx.workspace, INIT_FROM
+    )
+    if not same_vocabulary(load_tokenizer_folder(folder), load_tokenizer_folder(policy)):
+        raise ValueError(
+            f"{INIT_FROM}: {init_from} has another tokenizer than the policy; the GRM scores "
+            "the policy's token ids, so it must share the policy's vocabulary"
+        )
+    return folder, {"init_from": record.get("gguf", {"path": record["path"]})}
+
+
 @stage_task("train_grm", register_as="rlmec-grm")
 def train_grm_task(ctx: RunContext, io: StageIO) -> StageResult:
     cfg = ctx.config.train_grm
@@ -53,9 +82,8 @@ def _train_grm(ctx: RunContext, io: StageIO) -> StageResult:
     train_rows, heldout = heldout_split(distilled, cfg.heldout_fraction, ctx.config.run.seed)
     if heldout:  # before training: the held-out evaluation generates with the new GRM
         require_launch(ctx.config.generation, "train_grm")
-    model, tokenizer = load_policy(
-        model_dir(io.inputs["policy"]), dtype=lora_dtype(torch_dtype(cfg.precision), cfg.lora)
-    )
+    start, source = grm_start(ctx, io)
+    model, tokenizer = load_policy(start, dtype=lora_dtype(torch_dtype(cfg.precision), cfg.lora))
     style = prompt_style(tokenizer, ctx.config.prompts.format)
     examples = build_grm_examples(train_rows, seed=ctx.config.run.seed, style=style)
     if len(examples) == 0:
@@ -108,6 +136,7 @@ def _train_grm(ctx: RunContext, io: StageIO) -> StageResult:
         metrics.update({f"heldout_{k}": v for k, v in quality.items()})
     summary = {
         "prompt_format": style.name,
-        **lora_summary(cfg.lora, io.parent_ids.get("policy", "")),
+        **lora_summary(cfg.lora, str(start) if cfg.init_from else io.parent_ids.get("policy", "")),
+        **source,
     }
     return StageResult(kind="grm", metrics=metrics, series={"train_loss": history}, summary=summary)

@@ -11,12 +11,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args: str, prefect_home: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, prefect_home: Path, timeout: float = 600, log_level: str = "WARNING"
+) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "PREFECT_HOME": str(prefect_home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_LOGGING_LEVEL": log_level,
     }
     return subprocess.run(
         [sys.executable, "-m", "flows.cli", *args],

@@ -94,7 +94,7 @@ def _stage(tmp_path, splits, bootstrap: dict):
     out = tmp_path / f"out-{len(list(tmp_path.glob('out-*')))}"
     out.mkdir()
     io = StageIO(inputs={"data": data}, out=out, scratch=out / "scratch", parent_ids={})
-    return SimpleNamespace(config=config, run=None), io
+    return SimpleNamespace(config=config, run=None, workspace=str(tmp_path)), io
 
 
 def test_the_stage_keeps_a_folder_reference_for_epochs_0_and_trains_otherwise(

@@ -1,0 +1,159 @@
+"""Benchmark: SmolLM2-135M-Instruct's tokens/s in each heavy stage, against this machine's
+fp32 matmul peak.
+
+    rlmec fetch-model && python benchmarks/smollm_throughput.py [--batch 16 --new 64]
+
+The limit: a generated (or scored) token costs about 2 × parameters FLOPs, a trained one
+6 × (forward, and a backward of twice its cost); the machine's peak is the best fp32
+``torch.mm`` rate of 2048² matrices on every core torch uses. The ratio of a stage's
+tokens/s to peak / FLOPs-per-token is how close the stage comes to what the cores can do.
+
+Rows: collect's sampling (``generate_solutions``, k samples per prompt, KV cache), the
+GRM's rewrites (``grm_rewrites``: verdict and rewrite, greedy), annotate's scoring (one
+no-grad forward over GRM prompt + response, ``right_padded_response_logprobs``) and a
+train_policy step (forward and backward of the response log-probs over prompt + y, AdamW
+step). Each is timed after one warm-up call, on the same synthetic problems.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+
+def matmul_peak_flops(size: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def timed(fn):
+    fn()  # warm-up
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="an HF folder or GGUF (default: the fetched SmolLM2)")
+    parser.add_argument("--batch", type=int, default=16, help="prompts per batch")
+    parser.add_argument("--k", type=int, default=4, help="collect's samples per prompt")
+    parser.add_argument("--new", type=int, default=64, help="max new tokens")
+    parser.add_argument("--train-batch", type=int, default=8)
+    args = parser.parse_args()
+
+    from flows.fetch_model import default_cache
+    from rlmec_core.data.synthetic import synthetic_splits
+    from rlmec_core.generation import generate_solutions
+    from rlmec_core.gguf_model import dequantized_folder, is_gguf_source
+    from rlmec_core.grm import grm_rewrites
+    from rlmec_core.grm_data import rewrite_prompt
+    from rlmec_core.logprobs import response_logprobs, right_padded_response_logprobs
+    from rlmec_core.modeling import load_policy
+    from rlmec_core.policy_prompt import format_policy_prompt
+    from rlmec_core.prompt_format import prompt_style
+
+    source = Path(args.model) if args.model else default_cache() / "smollm2-135m-instruct"
+    folder = source
+    if is_gguf_source(source):
+        folder, _ = dequantized_folder(source, Path("/tmp/rlmec-bench-dequantized"))
+    model, tokenizer = load_policy(folder)
+    style = prompt_style(tokenizer, "chat")
+    n_params = sum(p.numel() for p in model.parameters())
+    peak = matmul_peak_flops()
+    problems = list(synthetic_splits(0, args.batch, 1, 1)["train"])
+    # A wrong prediction per problem: the gold solution with its first result off by one.
+    rows = []
+    for p in problems:
+        lines = p["gold_solution"].split("\n")
+        head, _, tail = lines[0].rpartition("= ")
+        number = tail.split(" ")[0]
+        if number.isdigit():
+            lines[0] = f"{head}= {int(number) + 1}{tail[len(number) :]}"
+        rows.append({**p, "prediction": "\n".join(lines)})
+    prompts = [format_policy_prompt(p["question"], style) for p in problems]
+    results = []
+
+    sampled, seconds = timed(
+        lambda: generate_solutions(
+            model, tokenizer, prompts, num_return_sequences=args.k, temperature=0.7,
+            top_p=0.95, max_new_tokens=args.new, batch_size=args.batch, seed=0, progress=False,
+        )
+    )  # fmt: skip
+    results.append(("collect sampling", sampled.n_generated_tokens / seconds, 2))
+
+    verdicts, seconds = timed(
+        lambda: grm_rewrites(
+            model, tokenizer, rows, batch_size=args.batch, max_new_tokens=args.new,
+            progress=False, style=style,
+        )
+    )  # fmt: skip
+    generated = sum(len(tokenizer(v.text or "")["input_ids"]) + 8 for v in verdicts)
+    results.append(("GRM rewrites (approx. tokens)", generated / seconds, 2))
+
+    end = style.response_end(tokenizer)
+    seqs = []
+    for r in rows:
+        prompt = tokenizer(
+            rewrite_prompt(r["question"], r["gold_solution"], r["prediction"], style)
+        )
+        response = tokenizer(r["prediction"], add_special_tokens=False)["input_ids"] + [end]
+        seqs.append((prompt["input_ids"], response))
+    ids, attention, mask = _right_padded(seqs, tokenizer.pad_token_id)
+    with torch.no_grad():
+        _, seconds = timed(lambda: right_padded_response_logprobs(model, ids, attention, mask))
+    results.append(("annotate scoring", int(attention.sum()) / seconds, 2))
+
+    policy_seqs = [
+        (tokenizer(prompt)["input_ids"], tokenizer(r["prediction"], add_special_tokens=False)["input_ids"] + [end])
+        for prompt, r in zip(prompts, rows, strict=True)
+    ][: args.train_batch]  # fmt: skip
+    ids, attention, mask = _right_padded(policy_seqs, tokenizer.pad_token_id)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    model.train()
+
+    def step() -> None:
+        logprobs = response_logprobs(model, ids, attention, mask)
+        (-logprobs.sum() / mask.sum()).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    _, seconds = timed(step)
+    results.append(("train_policy step", int(attention.sum()) / seconds, 6))
+
+    print(f"SmolLM2: {n_params / 1e6:.1f}M parameters; fp32 matmul peak {peak / 1e9:.1f} GFLOP/s")
+    print(f"threads {torch.get_num_threads()}, batch {args.batch}, k {args.k}, new {args.new}\n")
+    print("| stage | tokens/s | limit tokens/s (peak / FLOPs per token) | ratio |")
+    print("|---|---|---|---|")
+    for name, rate, factor in results:
+        limit = peak / (factor * n_params)
+        print(f"| {name} | {rate:.0f} | {limit:.0f} ({factor}N) | {rate / limit:.1%} |")
+
+
+def _right_padded(seqs, pad_id):
+    width = max(len(p) + len(r) for p, r in seqs)
+    ids = torch.full((len(seqs), width), pad_id)
+    attention = torch.zeros_like(ids)
+    mask = torch.zeros_like(ids)
+    for i, (p, r) in enumerate(seqs):
+        n = len(p) + len(r)
+        ids[i, :n] = torch.tensor(p + r)
+        attention[i, :n] = 1
+        mask[i, len(p) : n] = 1
+    return ids, attention, mask
+
+
+if __name__ == "__main__":
+    main()
