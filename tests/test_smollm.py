@@ -152,6 +152,7 @@ def test_epochs_0_keeps_the_dequantised_gguf_as_the_policy_artifact(run, fetched
     from types import SimpleNamespace
 
     from rlmec_core.config import PipelineConfig
+    from tasks import bootstrap as _registers_the_stage  # noqa: F401
     from tasks.stage import StageIO, raw_stage_function
 
     config = PipelineConfig.model_validate({"bootstrap": {"model_path": str(fetched), "epochs": 0}})
