@@ -73,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Run the pipeline stages in order: " + " → ".join(STAGES) + ". Stages whose "
             "config, inputs and code are unchanged are taken from the cache. Ends with one "
-            "line per stage: its name, ran/cached/..., its artifact id and wall time."
+            "line per stage: its name, ran/cached/..., its artifact id, wall time and (for a "
+            "stage that ran) its peak resident memory."
         ),
     )
     run.add_argument("--until", choices=STAGES, help="stop after this stage")
@@ -325,7 +326,10 @@ def _print_stage_table(reports: list[dict]) -> None:
     for report in reports:
         artifact = report["artifact"] or "-"
         seconds = f"{report['seconds']:.1f}s" if report["status"] in ("ran", "cached") else ""
-        print(f"{report['stage']:<{width}} {report['status']:<16} {artifact:<22} {seconds}")
+        peak = report.get("peak_rss_mib")
+        memory = f"  peak {peak:,.0f} MiB" if peak is not None else ""
+        line = f"{report['stage']:<{width}} {report['status']:<16} {artifact:<22} {seconds}"
+        print(f"{line}{memory}".rstrip())
 
 
 def _cmd_lineage(args: argparse.Namespace) -> int:

@@ -39,6 +39,7 @@ class StageReport:
     status: str
     artifact: str | None = None
     seconds: float = 0.0
+    peak_rss_mib: float | None = None  # the stage's own peak memory, when it ran here
 
 
 class StageRunner:
@@ -115,7 +116,11 @@ class StageRunner:
                 self._record(StageReport(label, status, None, time.perf_counter() - started))
             raise
         status = SKIPPED if ref["kind"] == "model_ref" else CACHED if cached else RAN
-        self._record(StageReport(label, status, ref["id"], time.perf_counter() - started))
+        seconds = time.perf_counter() - started
+        peak = None
+        if status == RAN:
+            peak = ctx.store.manifest(ref["id"]).extra.get("metrics", {}).get("peak_rss_mib")
+        self._record(StageReport(label, status, ref["id"], seconds, peak))
         if stage == self.until:
             self._stopped = True
         return ref

@@ -29,6 +29,7 @@ from tasks.dataset_inputs import log_dataset_inputs
 from tasks.faults import kill_point
 from tasks.fingerprint import code_fingerprint
 from tasks.locks import StageLockManager
+from tasks.peak_memory import peak_rss_mib, reset_peak_rss
 from tasks.stage_registry import raw_stage_function as raw_stage_function  # re-exported
 from tasks.stage_registry import register_stage_function
 from tasks.time_limit import run_with_time_limit
@@ -179,7 +180,9 @@ def _execute(
                 code_fingerprint=fingerprint,
             )
             if section.timeout_seconds is None:
+                reset_peak_rss()
                 result = fn(ctx, io)
+                result.metrics["peak_rss_mib"] = peak_rss_mib()
             else:
                 result = StageResult(**run_with_time_limit(stage, ctx, io, section.timeout_seconds))
             kill_point(stage, "before_commit")

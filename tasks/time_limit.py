@@ -29,6 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from tasks.peak_memory import peak_rss_mib
 from tasks.stage_registry import raw_stage_function, stage_module
 
 LOG_POLL_SECONDS = 0.2  # how often the parent relays the child's log records while waiting
@@ -85,6 +86,7 @@ def _child_main(
     _send_logs_to_parent(log_queue, levels)
     try:
         result = raw_stage_function(stage)(ctx, io)
+        result.metrics["peak_rss_mib"] = peak_rss_mib()  # this fresh process's own peak
         payload = {"ok": True, "result": asdict(result)}
     except BaseException as exc:  # report any failure to the parent, then exit non-zero
         payload = {

@@ -163,3 +163,10 @@ def test_epochs_0_keeps_the_dequantised_gguf_as_the_policy_artifact(run, fetched
     assert result.kind == "policy"
     assert result.summary["model_source"]["sha256"] == MODELS[NAME].gguf_sha256
     assert (io.out / "model" / "model.safetensors").is_file()
+
+
+def test_each_stage_that_ran_reports_its_own_peak_memory(run) -> None:
+    peaks = {s: r["peak_rss_mib"] for s, r in run["stages"].items()}
+    assert all(p is not None and p > 100 for p in peaks.values()), peaks
+    # bootstrap holds the 134.5M-parameter model in fp32 (514 MiB) with its gradients.
+    assert peaks["bootstrap"] > 1000 > peaks["data"], peaks
