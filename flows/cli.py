@@ -314,10 +314,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _print_stage_table(reports)
     evaluation = next((r for r in reports if r["stage"] == "evaluate" and r["artifact"]), None)
     if evaluation:
+        from flows.end_of_run import end_of_run_lines
+        from rlmec_core.config import load_config
         from storage.store import ArtifactStore
 
         table = ArtifactStore(args.workspace).path(evaluation["artifact"]) / "results.md"
         print(f"\nEvaluation (greedy accuracy, %):\n{table.read_text(encoding='utf-8')}")
+        print("\n".join(end_of_run_lines(load_config(args.config))))
     return 0
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from flows.end_of_run import DOCUMENTED
 from flows.run_records import load_run_records
 from rlmec_core.config import STAGES
 from storage.store import ArtifactStore
@@ -172,6 +173,18 @@ def test_full_run_publishes_its_evaluation_table_to_prefect(uninterrupted_run):
     tables = markdown_artifacts(record["prefect_flow_run_id"])
     results = ArtifactStore(workspace).path(table["evaluate"]["artifact"]) / "results.md"
     assert tables == {"rlmec-micro-evaluation": results.read_text()}
+
+
+def test_a_plain_rerun_ends_with_the_tables_and_what_they_show(uninterrupted_run):
+    workspace, table = uninterrupted_run
+    assert all(table[s]["peak_rss_mib"] > 50 for s in STAGES)  # each stage that ran
+    out = run_in_process("run", "--config", str(MICRO), "--workspace", str(workspace)).stdout
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] in ([s] for s in STAGES)]
+    assert [row[:2] for row in rows] == [[s, "cached"] for s in STAGES]
+    assert not any("MiB" in row for row in rows)  # a cached stage used no memory here
+    ending = out.rstrip().splitlines()[-2:]
+    assert ending == list(DOCUMENTED["micro"])
+    assert out.index("Evaluation (greedy accuracy, %)") < out.index(ending[0])
 
 
 def test_sigkill_inside_each_stage_then_resume(tmp_path, uninterrupted):
