@@ -19,8 +19,9 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 _SMALL = (
     "configs/small.yaml's study: RLMEC +6.6 points [+4.3, +8.9] over the initial policy on "
     "its 1,200-problem test split, gold_sft, rft and no_token_reward within a point of it "
-    "(3 seeds; docs/results.md §7c, measured at commit e1eab92). It reproduces with "
-    "`rlmec ablate --config configs/small.yaml --seeds 3`."
+    "(3 seeds; docs/results.md §7c, measured at commit e1eab92; today's commit gives other "
+    "numbers, rlmec, gold_sft and rft still within a point of each other). `rlmec ablate --config configs/small.yaml --seeds 3` "
+    "re-measures it."
 )
 _SMOLLM = (
     "The real-model profile: configs/smollm.yaml on SmolLM2-135M-Instruct (README, 'A real "
