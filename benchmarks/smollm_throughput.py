@@ -10,7 +10,7 @@ tokens/s to peak / FLOPs-per-token is how close the stage comes to what the core
 
 Rows: collect's sampling (``generate_solutions``, k samples per prompt, KV cache), the
 GRM's rewrites (``grm_rewrites``: verdict and rewrite, greedy), annotate's scoring (one
-no-grad forward over GRM prompt + response, ``right_padded_response_logprobs``) and a
+no-grad forward over GRM prompt + response, annotate's ``batched_response_logprobs``) and a
 train_policy step (forward and backward of the response log-probs over prompt + y, AdamW
 step). Each is timed after one warm-up call, on the same synthetic problems.
 """
@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from torch.nn.utils.rnn import pad_sequence  # noqa: E402
 
 
 def matmul_peak_flops(size: int = 2048, repeats: int = 5) -> float:
@@ -55,12 +56,13 @@ def main() -> None:
     args = parser.parse_args()
 
     from flows.fetch_model import default_cache
+    from rlmec_core.annotate import batched_response_logprobs
     from rlmec_core.data.synthetic import synthetic_splits
     from rlmec_core.generation import generate_solutions
     from rlmec_core.gguf_model import dequantized_folder, is_gguf_source
     from rlmec_core.grm import grm_rewrites
     from rlmec_core.grm_data import rewrite_prompt
-    from rlmec_core.logprobs import response_logprobs, right_padded_response_logprobs
+    from rlmec_core.logprobs import response_logprobs
     from rlmec_core.modeling import load_policy
     from rlmec_core.policy_prompt import format_policy_prompt
     from rlmec_core.prompt_format import prompt_style
@@ -104,23 +106,30 @@ def main() -> None:
     results.append(("GRM rewrites (approx. tokens)", generated / seconds, 2))
 
     end = style.response_end(tokenizer)
-    seqs = []
-    for r in rows:
-        prompt = tokenizer(
-            rewrite_prompt(r["question"], r["gold_solution"], r["prediction"], style)
-        )
-        response = tokenizer(r["prediction"], add_special_tokens=False)["input_ids"] + [end]
-        seqs.append((prompt["input_ids"], response))
-    ids, attention, mask = _right_padded(seqs, tokenizer.pad_token_id)
+    grm_prompts = [
+        tokenizer(rewrite_prompt(r["question"], r["gold_solution"], r["prediction"], style))[
+            "input_ids"
+        ]
+        for r in rows
+    ]
+    responses = [
+        tokenizer(r["prediction"], add_special_tokens=False)["input_ids"] + [end] for r in rows
+    ]
+    # annotate's own batched pass (prefix sharing, chunked log-softmax), as the stage runs it
     with torch.no_grad():
-        _, seconds = timed(lambda: right_padded_response_logprobs(model, ids, attention, mask))
-    results.append(("annotate scoring", int(attention.sum()) / seconds, 2))
+        _, seconds = timed(
+            lambda: batched_response_logprobs(
+                model, grm_prompts, responses, pad_id=tokenizer.pad_token_id,
+                batch_size=args.batch,
+            )
+        )  # fmt: skip
+    scored = sum(len(p) + len(r) for p, r in zip(grm_prompts, responses, strict=True))
+    results.append(("annotate scoring", scored / seconds, 2))
 
-    policy_seqs = [
-        (tokenizer(prompt)["input_ids"], tokenizer(r["prediction"], add_special_tokens=False)["input_ids"] + [end])
-        for prompt, r in zip(prompts, rows, strict=True)
-    ][: args.train_batch]  # fmt: skip
-    ids, attention, mask = _right_padded(policy_seqs, tokenizer.pad_token_id)
+    policy_prompts = [tokenizer(prompt)["input_ids"] for prompt in prompts][: args.train_batch]
+    ids, attention, mask = _right_padded(
+        policy_prompts, responses[: args.train_batch], tokenizer.pad_token_id
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
     model.train()
 
@@ -142,16 +151,18 @@ def main() -> None:
         print(f"| {name} | {rate:.0f} | {limit:.0f} ({factor}N) | {rate / limit:.1%} |")
 
 
-def _right_padded(seqs, pad_id):
-    width = max(len(p) + len(r) for p, r in seqs)
-    ids = torch.full((len(seqs), width), pad_id)
-    attention = torch.zeros_like(ids)
-    mask = torch.zeros_like(ids)
-    for i, (p, r) in enumerate(seqs):
-        n = len(p) + len(r)
-        ids[i, :n] = torch.tensor(p + r)
-        attention[i, :n] = 1
-        mask[i, len(p) : n] = 1
+def _right_padded(prompts, responses, pad_id):
+    """ids, attention and response mask of prompt + response rows, padded on the right."""
+    rows = [torch.tensor(p + r) for p, r in zip(prompts, responses, strict=True)]
+    ids = pad_sequence(rows, batch_first=True, padding_value=pad_id)
+    attention = pad_sequence([torch.ones_like(row) for row in rows], batch_first=True)
+    mask = pad_sequence(
+        [
+            torch.tensor([0] * len(p) + [1] * len(r))
+            for p, r in zip(prompts, responses, strict=True)
+        ],
+        batch_first=True,
+    )
     return ids, attention, mask
 
 
