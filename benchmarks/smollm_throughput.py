@@ -9,7 +9,7 @@ The limit: a generated (or scored) token costs about 2 × parameters FLOPs, a tr
 tokens/s to peak / FLOPs-per-token is how close the stage comes to what the cores can do.
 
 Rows: collect's sampling (``generate_solutions``, k samples per prompt, KV cache), the
-GRM's rewrites (``grm_rewrites``: verdict and rewrite, greedy), annotate's scoring (one
+GRM's rewrites (``greedy_continuations`` after the rewrite prompt, as annotate calls it), annotate's scoring (one
 no-grad forward over GRM prompt + response, annotate's ``batched_response_logprobs``) and a
 train_policy step (forward and backward of the response log-probs over prompt + y, AdamW
 step), in full fine-tuning and with LoRA (4 × parameters FLOPs a trained token: no weight
@@ -63,7 +63,7 @@ def main() -> None:
     from rlmec_core.data.synthetic import synthetic_splits
     from rlmec_core.generation import generate_solutions
     from rlmec_core.gguf_model import dequantized_folder, is_gguf_source
-    from rlmec_core.grm import grm_rewrites
+    from rlmec_core.grm import greedy_continuations
     from rlmec_core.grm_data import rewrite_prompt
     from rlmec_core.logprobs import response_logprobs
     from rlmec_core.modeling import load_policy
@@ -100,14 +100,26 @@ def main() -> None:
     )  # fmt: skip
     results.append(("collect sampling", sampled.n_generated_tokens / seconds, 2))
 
-    verdicts, seconds = timed(
-        lambda: grm_rewrites(
-            model, tokenizer, rows, batch_size=args.batch, max_new_tokens=args.new,
-            progress=False, style=style,
+    # The GRM's rewrite call as annotate makes it (greedy_continuations after the rewrite
+    # prompt): the untrained SmolLM2 here would not write a parseable verdict, so timing
+    # grm_rewrites end to end would skip most rewrites. Generated tokens are counted from
+    # the returned text plus its EOS, at most --new per row.
+    rewrite_ids = [
+        tokenizer(rewrite_prompt(r["question"], r["gold_solution"], r["prediction"], style))[
+            "input_ids"
+        ]
+        for r in rows
+    ]
+    texts, seconds = timed(
+        lambda: greedy_continuations(
+            model, tokenizer, rewrite_ids, max_new_tokens=args.new, batch_size=args.batch,
+            progress=False,
         )
     )  # fmt: skip
-    generated = sum(len(tokenizer(v.text or "")["input_ids"]) + 8 for v in verdicts)
-    results.append(("GRM rewrites (approx. tokens)", generated / seconds, 2))
+    generated = sum(
+        min(args.new, len(tokenizer(t, add_special_tokens=False)["input_ids"]) + 1) for t in texts
+    )
+    results.append(("GRM rewrites", generated / seconds, 2))
 
     end = style.response_end(tokenizer)
     grm_prompts = [
