@@ -106,6 +106,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     ablate.add_argument("--seeds", type=int, default=3, help="seeds per variant (default: 3)")
     ablate.add_argument("--variants", nargs="+", choices=VARIANTS)
+    ablate.add_argument(
+        "--bootstrap-seeds",
+        type=int,
+        default=1,
+        help=(
+            "initial policies trained from this many bootstrap seeds on the same data, each "
+            "with its own samples, GRM and annotation; the table pools over them too, each "
+            "policy paired with its own initial one (default: 1)"
+        ),
+    )
 
     tune = sub.add_parser(
         "tune",
@@ -192,15 +202,30 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
-    if args.seeds < 1:
-        print("rlmec: --seeds must be at least 1", file=sys.stderr)
-        return 2
+    for flag, value in (("--seeds", args.seeds), ("--bootstrap-seeds", args.bootstrap_seeds)):
+        if value < 1:
+            print(f"rlmec: {flag} must be at least 1", file=sys.stderr)
+            return 2
+    if args.bootstrap_seeds > 1:
+        from flows.ablation import bootstrap_configs
+        from rlmec_core.config import load_config
+
+        config = load_config(args.config)  # a bad config is reported as everywhere else
+        try:
+            bootstrap_configs(config, args.bootstrap_seeds)
+        except ValueError as exc:
+            print(f"rlmec: {args.config}: --bootstrap-seeds: {exc}", file=sys.stderr)
+            return 2
     server = _prepare(args)
     from flows.ablation import rlmec_ablation
 
     _start(args, server)
     result = rlmec_ablation(
-        config_path=args.config, workspace=args.workspace, seeds=args.seeds, variants=args.variants
+        config_path=args.config,
+        workspace=args.workspace,
+        seeds=args.seeds,
+        variants=args.variants,
+        bootstrap_seeds=args.bootstrap_seeds,
     )
     if args.json:
         keys = ("artifact", "summary", "runs", "stages")

@@ -37,16 +37,26 @@ def rlmec_pipeline(
         return [vars(report) for report in stages.reports]
 
 
-def reward_annotation(stages: StageRunner, config: PipelineConfig) -> dict[str, dict | None]:
-    """Stages 1–4: everything every policy variant shares."""
-    data = stages.run(data_task, {}, extra_key=input_files_digest(config))
-    policy = stages.run(bootstrap_task, {"data": data}, extra_key=policy_source_key(config))
-    samples = stages.run(collect_task, {"policy": policy, "data": data})
-    rewrites = stages.run(distill_task, {"samples": samples, "policy": policy})
-    grm = stages.run(
+def reward_annotation(
+    stages: StageRunner,
+    config: PipelineConfig,
+    ctx: RunContext | None = None,
+    label: str = "",
+) -> dict[str, dict | None]:
+    """Stages 1–4: everything every policy variant shares (``ctx``: another config's
+    context, e.g. another bootstrap seed's; ``label`` tells its report lines apart)."""
+
+    def run(task, parents, extra_key="") -> dict | None:
+        return stages.run(task, parents, extra_key, ctx=ctx, label=f"{task.name}{label}")
+
+    data = run(data_task, {}, extra_key=input_files_digest(config))
+    policy = run(bootstrap_task, {"data": data}, extra_key=policy_source_key(config))
+    samples = run(collect_task, {"policy": policy, "data": data})
+    rewrites = run(distill_task, {"samples": samples, "policy": policy})
+    grm = run(
         train_grm_task, {"rewrites": rewrites, "policy": policy}, extra_key=grm_source_key(config)
     )
-    rl_data = stages.run(annotate_task, {"rewrites": rewrites, "grm": grm, "policy": policy})
+    rl_data = run(annotate_task, {"rewrites": rewrites, "grm": grm, "policy": policy})
     return {"data": data, "policy": policy, "rl_data": rl_data}
 
 

@@ -27,11 +27,16 @@ def train_and_evaluate(
     seed: int,
     learning_rate: float | None = None,
     split: str = "test",
+    bootstrap_seed: int | None = None,
 ) -> dict[str, Any]:
     """Train ``variant`` (at its configured learning rate, or ``learning_rate``) with
-    ``seed``, evaluate it on ``split``; its artifacts and evaluation rows."""
+    ``seed``, evaluate it on ``split``; its artifacts and evaluation rows. ``bootstrap_seed``
+    (the index of the initial policy ``upstream`` holds, when an ablation has several)
+    labels its report lines and its result."""
     section = config.train_policy.for_variant(variant, seed)
     label = f"[{variant},seed={seed}"
+    if bootstrap_seed is not None:
+        label += f",bootstrap={bootstrap_seed}"
     if learning_rate is not None:
         section = section.model_copy(update={"learning_rate": learning_rate})
         label += f",lr={learning_rate:g}"
@@ -44,6 +49,7 @@ def train_and_evaluate(
     return {
         "variant": variant,
         "seed": seed,
+        **({} if bootstrap_seed is None else {"bootstrap_seed": bootstrap_seed}),
         "learning_rate": section.learning_rate,
         "policy_artifact": refs["policy"]["id"],
         "evaluation_artifact": evaluation["id"],

@@ -240,6 +240,10 @@ class BootstrapSection(TrainingSection):
     # the train split's gold solutions (the settings below; epochs 0: used as it is).
     # Without it a tiny Llama is trained from scratch, sized by the fields after this one.
     model_path: str | None = None
+    # Bootstrap's own seed (the tiny model's initialisation, the data order), separate from
+    # run.seed so `rlmec ablate --bootstrap-seeds` varies the initial policy on the same
+    # data. None: run.seed.
+    seed: Seed | None = None
     # Defaults: the tiny offline policy (about 0.5M parameters; 20–80% dev accuracy).
     vocab_size: Annotated[int, Field(ge=64)] = 1024
     hidden_size: Annotated[int, Field(ge=8)] = 96

@@ -194,7 +194,7 @@ def results_markdown(rows: Iterable[Mapping[str, Any]], *, baseline: str = BASEL
 
 def ablation_summary(
     results: Iterable[Mapping[str, Any]],
-    initial: Mapping[str, Sequence[bool]],
+    initial: Mapping[str, Sequence[bool] | Sequence[Sequence[bool]]],
     *,
     reference: str = REFERENCE_VARIANT,
 ) -> list[dict[str, Any]]:
@@ -202,55 +202,72 @@ def ablation_summary(
 
     ``results``: dicts with ``variant``, ``seed``, ``eval_set``, ``outcomes`` (one bool per
     problem, same problems and order for every row of an eval set) and optionally
-    ``policy_artifact``. ``initial``: the initial policy's outcomes per eval set.
+    ``policy_artifact`` and ``bootstrap_seed``. ``initial``: the initial policy's outcomes
+    per eval set; with several bootstrap seeds, one row of outcomes per bootstrap seed and a
+    result's ``bootstrap_seed`` is the index of its own initial policy's row (default 0).
+
+    Each variant's seeds are pooled with every bootstrap seed's: a trained policy is paired,
+    problem by problem, with the initial policy it was trained from, so the differences
+    average over bootstrap seeds as they do over training seeds.
 
     Returns, per eval set, a row for the initial policy, then one per variant (first-seen
-    order): ``variant``, ``eval_set``, ``n``, ``n_seeds``, ``seeds``, ``accuracy`` (pooled,
-    with its 95% CI), ``seed_accuracies``, ``std`` over seeds (None below two),
-    ``vs_initial`` and ``vs_reference`` (paired differences; None for the reference itself
-    or when it was not run) and ``artifacts`` (policy artifact id per seed).
+    order): ``variant``, ``eval_set``, ``n``, ``n_seeds``, ``seeds`` (``"b/s"`` labels with
+    several bootstrap seeds), ``accuracy`` (pooled, with its 95% CI), ``seed_accuracies``,
+    ``std`` over seeds (None below two), ``vs_initial`` and ``vs_reference`` (paired
+    differences; None for the reference itself or when it was not run),
+    ``vs_initial_by_bootstrap`` (one paired difference per bootstrap seed; None with one) and
+    ``artifacts`` (policy artifact id per seed).
     """
     results = list(results)
     _check_keys(results, ("variant", "seed", "eval_set", "outcomes"), "ablation_summary")
+    bases = {name: _initial_rows(name, outcomes) for name, outcomes in initial.items()}
+    several = any(len(rows) > 1 for rows in bases.values())
     groups: dict[tuple[str, str], dict[Any, Mapping[str, Any]]] = {}
     for i, r in enumerate(results):
-        if r["eval_set"] not in initial:
+        if r["eval_set"] not in bases:
             raise ValueError(
                 f"ablation_summary: row {i}: no initial outcomes for {r['eval_set']!r}"
             )
-        if len(r["outcomes"]) != len(initial[r["eval_set"]]):
+        base = bases[r["eval_set"]]
+        boot = r.get("bootstrap_seed", 0)
+        if not 0 <= boot < len(base):
+            raise ValueError(
+                f"ablation_summary: row {i}: bootstrap seed {boot!r} has no initial outcomes "
+                f"on {r['eval_set']!r} ({len(base)} given)"
+            )
+        if len(r["outcomes"]) != len(base[0]):
             raise ValueError(
                 f"ablation_summary: row {i} has {len(r['outcomes'])} outcomes on "
-                f"{r['eval_set']!r}, the initial policy {len(initial[r['eval_set']])}"
+                f"{r['eval_set']!r}, the initial policy {len(base[0])}"
             )
+        seed = f"{boot}/{r['seed']}" if several else r["seed"]
         seeds = groups.setdefault((r["variant"], r["eval_set"]), {})
-        if r["seed"] in seeds:
+        if seed in seeds:
             raise ValueError(
-                f"ablation_summary: row {i} repeats seed {r['seed']!r} of variant "
+                f"ablation_summary: row {i} repeats seed {seed!r} of variant "
                 f"{r['variant']!r} on {r['eval_set']!r}"
             )
-        seeds[r["seed"]] = r
+        seeds[seed] = r
 
     def matrix(rows: Iterable[Mapping[str, Any]]) -> list[list[bool]]:
         return [[bool(o) for o in r["outcomes"]] for r in rows]
 
     summary = []
-    for eval_set, base in initial.items():
-        if not len(base):
-            raise ValueError(f"ablation_summary: eval set {eval_set!r} has no problems")
-        base_acc = sum(map(bool, base)) / len(base)
+    for eval_set, base in bases.items():
+        accuracies = [sum(row) / len(row) for row in base]
         summary.append(
             {
                 "variant": BASELINE_POLICY,
                 "eval_set": eval_set,
-                "n": len(base),
-                "n_seeds": 1,
-                "seeds": [],
-                "accuracy": accuracy_interval([bool(o) for o in base]).to_json(),
-                "seed_accuracies": [base_acc],
-                "std": None,
+                "n": len(base[0]),
+                "n_seeds": len(base),
+                "seeds": list(range(len(base))) if several else [],
+                "accuracy": accuracy_interval(base).to_json(),
+                "seed_accuracies": accuracies,
+                "std": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
                 "vs_initial": None,
                 "vs_reference": None,
+                "vs_initial_by_bootstrap": None,
                 "artifacts": {},
             }
         )
@@ -260,23 +277,34 @@ def ablation_summary(
             seeds = sorted(by_seed, key=str)
             rows = [by_seed[s] for s in seeds]
             outcomes = matrix(rows)
+            # Each trained policy beside the initial policy it started from.
+            initials = [base[r.get("bootstrap_seed", 0)] for r in rows]
             accuracies = [sum(o) / len(o) for o in outcomes]
             ref = groups.get((reference, eval_set))
             vs_reference: Estimate | None = None
             if ref is not None and variant != reference:
                 vs_reference = paired_difference(outcomes, matrix(ref.values()))
+            by_bootstrap = None
+            if several:
+                by_bootstrap = {
+                    str(b): paired_difference(
+                        matrix(r for r in rows if r.get("bootstrap_seed", 0) == b), base[b]
+                    ).to_json()
+                    for b in sorted({r.get("bootstrap_seed", 0) for r in rows})
+                }
             summary.append(
                 {
                     "variant": variant,
                     "eval_set": eval_set,
-                    "n": len(base),
+                    "n": len(base[0]),
                     "n_seeds": len(seeds),
                     "seeds": seeds,
                     "accuracy": accuracy_interval(outcomes).to_json(),
                     "seed_accuracies": accuracies,
                     "std": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
-                    "vs_initial": paired_difference(outcomes, [bool(o) for o in base]).to_json(),
+                    "vs_initial": paired_difference(outcomes, initials).to_json(),
                     "vs_reference": vs_reference.to_json() if vs_reference else None,
+                    "vs_initial_by_bootstrap": by_bootstrap,
                     "artifacts": {
                         str(s): r.get("policy_artifact") for s, r in zip(seeds, rows, strict=True)
                     },
@@ -285,27 +313,49 @@ def ablation_summary(
     return summary
 
 
+def _initial_rows(
+    eval_set: str, outcomes: Sequence[bool] | Sequence[Sequence[bool]]
+) -> list[list[bool]]:
+    """The initial policy's outcomes as one row per bootstrap seed."""
+    rows = list(outcomes)
+    if not rows:
+        raise ValueError(f"ablation_summary: eval set {eval_set!r} has no problems")
+    if not isinstance(rows[0], Sequence):
+        rows = [rows]
+    if not rows[0] or any(len(row) != len(rows[0]) for row in rows):
+        raise ValueError(
+            f"ablation_summary: eval set {eval_set!r}: every bootstrap seed's initial policy "
+            "needs outcomes on the same, non-empty problems"
+        )
+    return [[bool(o) for o in row] for row in rows]
+
+
 def ablation_table(
     summary: Sequence[Mapping[str, Any]], *, reference: str = REFERENCE_VARIANT
 ) -> Table:
     """One line per eval set and variant: pooled accuracy [95% CI], std over seeds, and the
-    paired differences to the initial policy and to ``reference`` (points [95% CI], p)."""
+    paired differences to the initial policy and to ``reference`` (points [95% CI], p).
+    Pooled over several bootstrap seeds, a last column gives each bootstrap seed's own
+    difference to its initial policy, so a conclusion can be checked seed by seed."""
     _check_keys(summary, ("variant", "eval_set", "n", "n_seeds", "accuracy"), "ablation_table")
+    per_bootstrap = any(s.get("vs_initial_by_bootstrap") for s in summary)
     rows = []
     for s in summary:
         std = "–" if s.get("std") is None else _percent(s["std"])
-        rows.append(
-            (
-                s["eval_set"],
-                s["variant"],
-                str(s["n"]),
-                str(s["n_seeds"]),
-                _with_interval(s["accuracy"]),
-                std,
-                _with_interval(s.get("vs_initial"), signed=True),
-                _with_interval(s.get("vs_reference"), signed=True),
-            )
+        row = (
+            s["eval_set"],
+            s["variant"],
+            str(s["n"]),
+            str(s["n_seeds"]),
+            _with_interval(s["accuracy"]),
+            std,
+            _with_interval(s.get("vs_initial"), signed=True),
+            _with_interval(s.get("vs_reference"), signed=True),
         )
+        if per_bootstrap:
+            by_seed = s.get("vs_initial_by_bootstrap") or {}
+            row += (" / ".join(f"{100 * e['value']:+.1f}" for e in by_seed.values()) or "–",)
+        rows.append(row)
     header = (
         "eval set",
         "variant",
@@ -316,6 +366,8 @@ def ablation_table(
         f"Δ vs {BASELINE_POLICY} [95% CI]",
         f"Δ vs {reference} [95% CI]",
     )
+    if per_bootstrap:
+        header += (f"Δ vs {BASELINE_POLICY} per bootstrap seed",)
     return Table(header, tuple(rows))
 
 

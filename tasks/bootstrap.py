@@ -47,7 +47,7 @@ def bootstrap_task(ctx: RunContext, io: StageIO) -> StageResult:
         splits,
         io.out / "model",
         cfg,
-        seed=ctx.config.run.seed,
+        seed=ctx.config.run.seed if cfg.seed is None else cfg.seed,
         checkpoint_dir=io.scratch / "checkpoints",
         model_path=folder["path"] if folder else None,
         prompt_format=ctx.config.prompts.format,

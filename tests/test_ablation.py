@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from rlmec_core.eval_table import ablation_summary
 from storage.store import ArtifactStore
@@ -94,3 +95,53 @@ def test_tune_chooses_each_variants_learning_rate_on_dev(workspace):
     for parent in store.manifest(payload["artifact"]).parents:
         rows = json.loads((store.path(parent) / "results.json").read_text())
         assert {r["eval_set"] for r in rows} == {"synthetic_dev"}
+
+
+def test_ablate_pools_over_bootstrap_seeds(workspace):
+    """--bootstrap-seeds 2: a second initial policy from bootstrap seed run.seed + 1 on the
+    same data, with its own upstream; every policy is paired with its own initial one."""
+    args = ["--config", str(REPO / "configs" / "micro.yaml"), "--workspace", str(workspace)]
+    result = run_in_process(
+        "ablate", *args, "--seeds", "1", "--variants", "rlmec", "--bootstrap-seeds", "2", "--json"
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    payload = json.loads(result.stdout[result.stdout.index('{\n  "artifact"') :])
+    stages = {s["stage"]: s for s in payload["stages"]}
+    # The data is shared; bootstrap seed 1 trains its own initial policy and upstream.
+    assert stages["data[bootstrap=1]"]["artifact"] == stages["data"]["artifact"]
+    for stage in ("bootstrap", "collect", "train_grm", "annotate"):
+        assert stages[f"{stage}[bootstrap=1]"]["artifact"] != stages[stage]["artifact"]
+    assert stages["bootstrap[bootstrap=1]"]["status"] == "ran"
+    runs = payload["runs"]
+    assert [(r["variant"], r["seed"], r["bootstrap_seed"]) for r in runs] == [
+        ("rlmec", 0, 0), ("rlmec", 0, 1),
+    ]  # fmt: skip
+    store = ArtifactStore(workspace)
+    initial: dict[str, list] = {}
+    for run in runs:
+        rows = json.loads((store.path(run["evaluation_artifact"]) / "results.json").read_text())
+        for row in rows:
+            if row["policy"] == "initial":
+                initial.setdefault(row["eval_set"], []).append(row["outcomes"])
+    summary = payload["summary"]
+    assert ablation_summary(payload["results"], initial) == summary
+    rlmec = next(s for s in summary if s["variant"] == "rlmec")
+    assert rlmec["seeds"] == ["0/0", "1/0"] and set(rlmec["vs_initial_by_bootstrap"]) == {"0", "1"}
+    assert next(s for s in summary if s["variant"] == "initial")["n_seeds"] == 2
+
+
+def test_ablate_refuses_bootstrap_seeds_without_bootstrap_training(tmp_path, capsys):
+    raw = yaml.safe_load((REPO / "configs" / "micro.yaml").read_text())
+    raw["bootstrap"] = {"model_path": str(tmp_path), "epochs": 0}
+    raw["data"].pop("eval_files", None)
+    config = tmp_path / "untrained.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    workspace = tmp_path / "ws"
+    result = run_in_process(
+        "ablate", "--config", str(config), "--workspace", str(workspace), "--bootstrap-seeds", "2"
+    )
+    assert result.returncode == 2
+    assert (
+        "--bootstrap-seeds: bootstrap_seeds > 1 needs bootstrap to train" in capsys.readouterr().err
+    )
+    assert not workspace.exists()  # refused before anything ran

@@ -172,6 +172,44 @@ def test_ablation_pools_seeds_and_compares_with_the_initial_policy_and_rlmec():
     assert ablation_markdown(summary) == table.to_markdown()
 
 
+def test_ablation_pools_bootstrap_seeds_each_policy_beside_its_own_initial_policy():
+    # Two initial policies from two bootstrap seeds, far apart (30% and 60%); rlmec gains
+    # 10 points over each. Paired with its own initial policy the gain is +10 on both;
+    # paired with bootstrap 0's alone it would look like +25.
+    n = 200
+    initial = [[i % 10 < 3 for i in range(n)], [i % 10 < 6 for i in range(n)]]
+    trained = {0: [i % 10 < 4 for i in range(n)], 1: [i % 10 < 7 for i in range(n)]}
+    results = [
+        {**_seeded("rlmec", seed, trained[boot]), "bootstrap_seed": boot}
+        for boot in (0, 1)
+        for seed in (0, 1)
+    ]
+    summary = ablation_summary(results, {"test": initial})
+    base, rlmec = summary
+    assert base["n_seeds"] == 2 and base["seed_accuracies"] == pytest.approx([0.3, 0.6])
+    assert base["accuracy"] == accuracy_interval(initial).to_json()
+    assert base["std"] == pytest.approx(statistics.stdev([0.3, 0.6]))
+    assert rlmec["seeds"] == ["0/0", "0/1", "1/0", "1/1"] and rlmec["n_seeds"] == 4
+    assert rlmec["vs_initial"]["value"] == pytest.approx(0.10)
+    expected = [trained[0], trained[0], trained[1], trained[1]]
+    beside = [initial[0], initial[0], initial[1], initial[1]]
+    assert rlmec["vs_initial"] == paired_difference(expected, beside).to_json()
+    by_boot = rlmec["vs_initial_by_bootstrap"]
+    assert set(by_boot) == {"0", "1"}
+    assert [e["value"] for e in by_boot.values()] == pytest.approx([0.10, 0.10])
+    table = ablation_table(summary)
+    assert table.header[-1] == "Δ vs initial per bootstrap seed"
+    assert table.rows[1][-1] == "+10.0 / +10.0" and table.rows[0][-1] == "–"
+    # One bootstrap seed: the table and the summary keep their one-bootstrap shape.
+    single = ablation_summary([_seeded("rlmec", 0, trained[0])], {"test": initial[0]})
+    assert single[1]["seeds"] == [0] and single[1]["vs_initial_by_bootstrap"] is None
+    assert len(ablation_table(single).header) == 8
+    with pytest.raises(ValueError, match="row 0: bootstrap seed 2 has no initial outcomes"):
+        ablation_summary([{**results[0], "bootstrap_seed": 2}], {"test": initial})
+    with pytest.raises(ValueError, match="same, non-empty problems"):
+        ablation_summary(results, {"test": [initial[0], initial[1][:-1]]})
+
+
 def test_ablation_summary_rejects_repeated_seeds_and_mismatched_problems():
     row = _seeded("rft", 3, [True, False])
     with pytest.raises(ValueError, match="row 1 repeats seed 3 of variant 'rft' on 'test'"):
