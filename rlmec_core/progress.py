@@ -95,15 +95,30 @@ class _BarOnly(ProgressCallback):
 
 
 class _LogLines(TrainerCallback):
-    """One log line per logging step (``logging_steps``), for output that is not a terminal."""
+    """Off a terminal: a logging step's metrics (``logging_steps``) as one plain line, at most
+    one every ``interval_s`` seconds and always the first and the last. The full loss curve
+    stays in the trainer's log history (MLflow), whatever this prints."""
+
+    def __init__(self, interval_s: float = LOG_INTERVAL_S) -> None:
+        self._interval = interval_s
+        self._started = self._last = None
+
+    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+        self._started, self._last = time.perf_counter(), None
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
         if not state.is_local_process_zero or not logs or "loss" not in logs:
             return
+        now = time.perf_counter()
+        last = state.global_step >= state.max_steps
+        if self._last is not None and not last and now - self._last < self._interval:
+            return
+        self._last = now
         values = ", ".join(
             f"{k}={v:.4g}" for k, v in logs.items() if isinstance(v, int | float) and k != "epoch"
         )
-        logger.info("step %d/%d: %s", state.global_step, state.max_steps, values)
+        timing = progress_line("step", state.global_step, state.max_steps, now - self._started)
+        logger.info("%s: %s", timing, values)
 
 
 def use_progress_callbacks(trainer: Any) -> None:

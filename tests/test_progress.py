@@ -38,3 +38,25 @@ def test_disabled_progress_says_nothing(enabled, caplog, monkeypatch) -> None:
     for _ in range(3):
         bar.update()
     assert caplog.records == []
+
+
+def test_training_lines_at_most_one_per_interval_with_the_first_and_last(
+    monkeypatch, caplog
+) -> None:
+    from types import SimpleNamespace
+
+    now = [0.0]
+    monkeypatch.setattr(progress_module.time, "perf_counter", lambda: now[0])
+    caplog.set_level(logging.INFO, logger="rlmec_core.progress")
+    lines = progress_module._LogLines(interval_s=30.0)
+    state = SimpleNamespace(is_local_process_zero=True, global_step=0, max_steps=1250)
+    lines.on_train_begin(None, state, None)
+    for step in range(10, 1251, 10):  # a logging step every 10 steps, 2 s apart: 250 s
+        now[0] += 2.0
+        state.global_step = step
+        lines.on_log(None, state, None, logs={"loss": 0.5, "learning_rate": 1e-3, "epoch": 1.0})
+    got = [r.getMessage() for r in caplog.records]
+    assert 8 <= len(got) <= 11  # the first, one per 30 s, the last: not 125
+    assert got[0] == "step: 10/1250 (5 it/s, 2 s, ETA 248 s): loss=0.5, learning_rate=0.001"
+    assert got[-1].startswith("step: 1250/1250 (5 it/s, 250 s): loss=0.5")
+    assert all("\r" not in line and "epoch" not in line for line in got)
