@@ -76,6 +76,23 @@ def measured_figures(workspace: Path, stages: list[dict], variant: str) -> dict[
     }
 
 
+def cpu_name() -> str:
+    """The CPU's model and its widest vector extension: the figures are exact on one CPU
+    kind, not across kinds (float kernels differ), so a mismatch names where it ran."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        import platform
+
+        return platform.processor() or "unknown"
+    model = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
+    flags = re.search(r"^flags\s*:\s*(.+)$", info, re.M)
+    widest = next(
+        (f for f in ("avx512f", "avx2", "avx") if flags and f in flags.group(1).split()), "no AVX"
+    )
+    return f"{model.group(1).strip() if model else 'unknown'} ({widest})"
+
+
 def _normalise(parts: tuple[str, ...]) -> str:
     return " ".join(p.replace("−", "-").lstrip("+") for p in parts)
 
@@ -105,7 +122,7 @@ def main() -> int:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
-    print(f"\n{args.profile}, commit {commit or '?'}, workspace {workspace}")
+    print(f"\n{args.profile}, commit {commit or '?'}, workspace {workspace}, CPU {cpu_name()}")
     print(f"| figure | README | now ({EVAL_SET}; dev for bootstrap) | same |")
     print("|---|---|---|---|")
     for name, value in expected.items():
