@@ -8,6 +8,8 @@ import json
 import pytest
 import yaml
 
+from flows.ablation import bootstrap_configs
+from rlmec_core.config import load_config
 from rlmec_core.eval_table import ablation_summary
 from storage.store import ArtifactStore
 from tests.pipeline_helpers import REPO, markdown_artifacts, run_in_process
@@ -97,37 +99,23 @@ def test_tune_chooses_each_variants_learning_rate_on_dev(workspace):
         assert {r["eval_set"] for r in rows} == {"synthetic_dev"}
 
 
-def test_ablate_pools_over_bootstrap_seeds(workspace):
-    """--bootstrap-seeds 2: a second initial policy from bootstrap seed run.seed + 1 on the
-    same data, with its own upstream; every policy is paired with its own initial one."""
-    args = ["--config", str(REPO / "configs" / "micro.yaml"), "--workspace", str(workspace)]
-    result = run_in_process(
-        "ablate", *args, "--seeds", "1", "--variants", "rlmec", "--bootstrap-seeds", "2", "--json"
+def test_bootstrap_configs_keep_the_first_and_seed_the_others_from_it():
+    config = load_config(REPO / "configs" / "micro.yaml")
+    first, second, third = bootstrap_configs(config, 3)
+    assert first is config  # its upstream is the one `rlmec run` caches
+    assert (second.bootstrap.seed, third.bootstrap.seed) == (1, 2)  # run.seed 0, + 1, + 2
+    # Only bootstrap's seed moves: the data and every other section stay the same.
+    assert second.model_dump(exclude={"bootstrap"}) == config.model_dump(exclude={"bootstrap"})
+    assert second.bootstrap.model_dump(exclude={"seed"}) == config.bootstrap.model_dump(
+        exclude={"seed"}
     )
-    assert result.returncode == 0, result.stdout[-3000:]
-    payload = json.loads(result.stdout[result.stdout.index('{\n  "artifact"') :])
-    stages = {s["stage"]: s for s in payload["stages"]}
-    # The data is shared; bootstrap seed 1 trains its own initial policy and upstream.
-    assert stages["data[bootstrap=1]"]["artifact"] == stages["data"]["artifact"]
-    for stage in ("bootstrap", "collect", "train_grm", "annotate"):
-        assert stages[f"{stage}[bootstrap=1]"]["artifact"] != stages[stage]["artifact"]
-    assert stages["bootstrap[bootstrap=1]"]["status"] == "ran"
-    runs = payload["runs"]
-    assert [(r["variant"], r["seed"], r["bootstrap_seed"]) for r in runs] == [
-        ("rlmec", 0, 0), ("rlmec", 0, 1),
-    ]  # fmt: skip
-    store = ArtifactStore(workspace)
-    initial: dict[str, list] = {}
-    for run in runs:
-        rows = json.loads((store.path(run["evaluation_artifact"]) / "results.json").read_text())
-        for row in rows:
-            if row["policy"] == "initial":
-                initial.setdefault(row["eval_set"], []).append(row["outcomes"])
-    summary = payload["summary"]
-    assert ablation_summary(payload["results"], initial) == summary
-    rlmec = next(s for s in summary if s["variant"] == "rlmec")
-    assert rlmec["seeds"] == ["0/0", "1/0"] and set(rlmec["vs_initial_by_bootstrap"]) == {"0", "1"}
-    assert next(s for s in summary if s["variant"] == "initial")["n_seeds"] == 2
+    seeded = config.model_copy(
+        update={"bootstrap": config.bootstrap.model_copy(update={"seed": 7})}
+    )
+    assert [c.bootstrap.seed for c in bootstrap_configs(seeded, 2)] == [7, 8]
+    assert bootstrap_configs(config, 1) == [config]
+    with pytest.raises(ValueError, match="at least 1"):
+        bootstrap_configs(config, 0)
 
 
 def test_ablate_refuses_bootstrap_seeds_without_bootstrap_training(tmp_path, capsys):
