@@ -62,8 +62,7 @@ def rlmec_ablation(
             for row in run["rows"]
             if row["policy"] == run["variant"]
         ]
-        if bootstrap_seeds == 1:
-            initial = {name: rows[0] for name, rows in initial.items()}
+        # One row of initial outcomes per bootstrap seed (one row: the one-bootstrap table).
         summary = ablation_summary(results, initial)
         markdown = ablation_markdown(summary)
         # Per variant and seed: the trained policy, its learning rate and its evaluation.
