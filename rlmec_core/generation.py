@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from rlmec_core.decoding import decode, left_padded
 from rlmec_core.generation_server import ServedModel
 from rlmec_core.progress import progress as report_progress
 
@@ -34,22 +35,6 @@ class GenerationResult:
         return self.n_generated_tokens / self.seconds if self.seconds > 0 else 0.0
 
 
-def _count_new_tokens(new_ids: torch.Tensor, eos_ids: set[int], pad_id: int | None) -> int:
-    """New tokens per row up to and including the first EOS (what the model really emitted)."""
-    total = 0
-    for row in new_ids.tolist():
-        n = 0
-        for token in row:
-            if token in eos_ids:
-                n += 1
-                break
-            if token == pad_id:  # padding after EOS when pad differs from eos
-                break
-            n += 1
-        total += n
-    return total
-
-
 @torch.no_grad()
 def generate_solutions(
     model: PreTrainedModel | ServedModel,
@@ -64,11 +49,11 @@ def generate_solutions(
     seed: int,
     progress: bool = True,
 ) -> GenerationResult:
-    """Generate ``num_return_sequences`` solutions per prompt with ``model.generate``.
+    """Generate ``num_return_sequences`` solutions per prompt (``rlmec_core.decoding``).
 
     Prompts are processed in left-padded batches of ``batch_size`` prompts with the KV
-    cache; ``temperature == 0`` means greedy decoding (then all sequences of a prompt are
-    identical, so ask for one). Each batch reseeds from ``seed`` and its index, so the
+    cache, a finished sample leaving its batch; ``temperature == 0`` means greedy
+    decoding (then all sequences of a prompt are identical, so ask for one). Each batch reseeds from ``seed`` and its index, so the
     output depends only on the seed, the prompts and ``batch_size``.
 
     With a ``ServedModel`` each prompt is one request for ``num_return_sequences`` samples
@@ -99,25 +84,11 @@ def generate_solutions(
         return GenerationResult(stripped, n_tokens, time.perf_counter() - start)
     if tokenizer.pad_token_id is None:
         raise ValueError("tokenizer has no pad token; load it with rlmec_core.modeling.load_policy")
-    tokenizer.padding_side = "left"  # generation continues from the last column
 
     eos = model.generation_config.eos_token_id
     if eos is None:
         eos = tokenizer.eos_token_id
     eos_ids = set(eos) if isinstance(eos, list) else {eos}
-    sampling = temperature > 0
-    gen_kwargs: dict = {
-        "max_new_tokens": max_new_tokens,
-        "num_return_sequences": num_return_sequences,
-        "do_sample": sampling,
-        "pad_token_id": tokenizer.pad_token_id,
-        "eos_token_id": sorted(eos_ids),
-        "use_cache": True,
-    }
-    if sampling:
-        gen_kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
-    else:  # silence the model's own sampling defaults
-        gen_kwargs.update(temperature=None, top_p=None, top_k=None)
 
     was_training = model.training
     model.eval()
@@ -128,12 +99,20 @@ def generate_solutions(
     for index, offset in enumerate(report_progress(batches, "generate", enabled=progress)):
         batch = prompts[offset : offset + batch_size]
         # Default special tokens (e.g. a BOS), exactly as SFT tokenised its prompts.
-        enc = tokenizer(batch, return_tensors="pt", padding=True)
-        enc = {k: v.to(model.device) for k, v in enc.items()}
+        ids = [tokenizer(prompt)["input_ids"] for prompt in batch]
+        input_ids, attention_mask = left_padded(ids, tokenizer.pad_token_id, model.device)
         torch.manual_seed(seed * 1_000_003 + index)
-        out = model.generate(**enc, **gen_kwargs)
-        new_ids = out[:, enc["input_ids"].shape[1] :]
-        n_tokens += _count_new_tokens(new_ids, eos_ids, tokenizer.pad_token_id)
+        new_ids = decode(
+            model,
+            input_ids,
+            attention_mask,
+            max_new_tokens=max_new_tokens,
+            eos_ids=eos_ids,
+            temperature=temperature,
+            top_p=top_p,
+            num_return_sequences=num_return_sequences,
+        )
+        n_tokens += sum(len(row) for row in new_ids)  # up to and including EOS
         decoded = tokenizer.batch_decode(new_ids, skip_special_tokens=True)
         for i in range(len(batch)):
             group = decoded[i * num_return_sequences : (i + 1) * num_return_sequences]

@@ -21,6 +21,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlmec_core.answers import answers_match
+from rlmec_core.decoding import decode, left_padded
 from rlmec_core.generation_server import ServedModel
 from rlmec_core.grm_data import (
     error_step_prompt,
@@ -80,7 +81,8 @@ def greedy_continuations(
     """Greedy continuation text of each prompt (given as token ids), up to the first EOS.
 
     Prompts are sorted by length and left-padded in batches of ``batch_size`` so a batch
-    wastes little on padding; results come back in input order. Special tokens are
+    wastes little on padding, and a finished row leaves its batch (``rlmec_core.decoding``);
+    results come back in input order. Special tokens are
     dropped from the decoded text. A ``ServedModel`` gets the same ids, one greedy request
     per prompt, and its completion text is cut at EOS the same way.
     """
@@ -115,29 +117,11 @@ def greedy_continuations(
     starts = range(0, len(order), batch_size)
     for start in report_progress(starts, desc, enabled=progress):
         batch = order[start : start + batch_size]
-        width = max(len(prompt_ids[i]) for i in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, i in enumerate(batch):  # left padding: every prompt ends in the last column
-            n = len(prompt_ids[i])
-            ids[row, width - n :] = torch.tensor(list(prompt_ids[i]), dtype=torch.long)
-            mask[row, width - n :] = 1
-        out = model.generate(
-            input_ids=ids.to(model.device),
-            attention_mask=mask.to(model.device),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            pad_token_id=pad_id,
-            eos_token_id=eos_ids,
-            use_cache=True,
-        )
+        ids, mask = left_padded([list(prompt_ids[i]) for i in batch], pad_id, model.device)
+        new = decode(model, ids, mask, max_new_tokens=max_new_tokens, eos_ids=eos_ids)
         for row, i in enumerate(batch):
-            new = out[row, width:].tolist()
-            cut = next((j for j, t in enumerate(new) if t in eos_ids), len(new))
-            texts[i] = tokenizer.decode(new[:cut], skip_special_tokens=True)
+            cut = next((j for j, t in enumerate(new[row]) if t in eos_ids), len(new[row]))
+            texts[i] = tokenizer.decode(new[row][:cut], skip_special_tokens=True)
     if was_training:
         model.train()
     return texts
@@ -219,6 +203,16 @@ def rewrite_reaches_gold(verdict: GrmVerdict, gold_answer: str) -> bool:
     )
 
 
+def rewrite_is_kept(
+    verdict: GrmVerdict, row: Mapping[str, Any], verifier: Verifier | None = None
+) -> bool:
+    """Whether annotate keeps the rewrite: it reaches the row's gold answer and ``verifier``
+    (where given) does not reject a step."""
+    return rewrite_reaches_gold(verdict, row["gold_answer"]) and (
+        verifier is None or verifier.check(row, verdict.text or "") is not False
+    )
+
+
 def grm_metrics(
     verdicts: Sequence[GrmVerdict],
     rows: Sequence[Mapping[str, Any]] | Dataset,
@@ -259,11 +253,7 @@ def grm_metrics(
         return sum(rewrite_reaches_gold(v, r["gold_answer"]) for v, r in pairs)
 
     def verified_hits(pairs: list[tuple[GrmVerdict, Mapping[str, Any]]]) -> int:
-        return sum(
-            rewrite_reaches_gold(v, r["gold_answer"])
-            and (verifier is None or verifier.check(r, v.text or "") is not False)
-            for v, r in pairs
-        )
+        return sum(rewrite_is_kept(v, r, verifier) for v, r in pairs)
 
     return {
         "n_rows": float(len(rows)),

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from rlmec_core import evaluation
 from rlmec_core.evaluation import greedy_accuracy
-from rlmec_core.generation import GenerationResult, _count_new_tokens, generate_solutions
+from rlmec_core.generation import GenerationResult, generate_solutions
 from rlmec_core.policy_prompt import format_policy_prompt
 from tests.random_policy import random_policy
 
@@ -54,12 +53,23 @@ def test_seeded_sampling_is_reproducible_with_k_per_prompt(policy):
     assert first.n_generated_tokens > 0 and first.tokens_per_second > 0
 
 
-def test_new_tokens_are_counted_up_to_and_including_eos():
-    eos, pad = 2, 0
-    new_ids = torch.tensor([[5, 6, eos, pad], [5, 6, 7, 8], [eos, pad, pad, pad]])
-    assert _count_new_tokens(new_ids, {eos}, pad) == 3 + 4 + 1
-    # pad == eos (a model without its own pad token): stop at the first one
-    assert _count_new_tokens(torch.tensor([[5, eos, eos]]), {eos}, eos) == 2
+def test_new_tokens_are_counted_up_to_and_including_eos(policy):
+    """n_generated_tokens is what the model emitted: each answer's tokens and its EOS, as
+    model.generate's output reads cut at the first EOS, one prompt at a time."""
+    model, tokenizer, prompts, _ = policy
+    result = generate_solutions(
+        model, tokenizer, prompts, num_return_sequences=1, temperature=0.0, batch_size=4, **GEN
+    )
+    eos = tokenizer.eos_token_id
+    expected = 0
+    for prompt in prompts:
+        enc = tokenizer(prompt, return_tensors="pt")
+        out = model.generate(
+            **enc, max_new_tokens=GEN["max_new_tokens"], do_sample=False, eos_token_id=eos,
+            pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None,
+        )[0, enc["input_ids"].shape[1] :].tolist()  # fmt: skip
+        expected += next((j + 1 for j, t in enumerate(out) if t == eos), len(out))
+    assert result.n_generated_tokens == expected
 
 
 @pytest.mark.parametrize(

@@ -31,11 +31,26 @@ def tokenizer():
     return train_tokenizer(texts * 5, vocab_size=360)
 
 
+class _ScriptedCache:
+    """What decoding keeps per live row: the scripted tokens that row has still to emit."""
+
+    def __init__(self, rows: list[list[int]]) -> None:
+        self.rows = rows
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self.rows = [self.rows[i] for i in indices.tolist()]
+
+    def batch_repeat_interleave(self, k: int) -> None:
+        self.rows = [list(row) for row in self.rows for _ in range(k)]
+
+
 class ScriptedGRM:
     """A stand-in GRM: continues each prompt with the text ``script`` gives for it.
 
     ``script(prompt_text) -> continuation``; every prompt it is asked about is recorded.
-    It implements just the surface of a model that ``greedy_continuations`` touches.
+    It implements just the surface of a causal LM that decoding touches: a forward that
+    takes and returns a KV cache (here the rows' remaining scripted tokens) and gives, for
+    each row, logits whose arg-max is that row's next scripted token.
     """
 
     def __init__(self, tokenizer, script):
@@ -48,17 +63,22 @@ class ScriptedGRM:
     def eval(self):
         return self
 
-    def generate(self, input_ids, attention_mask, max_new_tokens, pad_token_id, **_):
+    def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, **_):
         tok = self.tokenizer
-        rows = []
-        for ids, mask in zip(input_ids.tolist(), attention_mask.tolist(), strict=True):
-            assert mask[-1] == 1, "prompts must be left-padded"
-            prompt = tok.decode([t for t, m in zip(ids, mask, strict=True) if m])
-            self.prompts.append(prompt)
-            new = tok(self.script(prompt), add_special_tokens=False)["input_ids"]
-            rows.append(ids + (new + [tok.eos_token_id])[:max_new_tokens])
-        width = max(map(len, rows))
-        return torch.tensor([r + [pad_token_id] * (width - len(r)) for r in rows])
+        if cache is None:  # the prompts: record them and script each continuation
+            rows = []
+            for ids, mask in zip(input_ids.tolist(), attention_mask.tolist(), strict=True):
+                assert mask[-1] == 1, "prompts must be left-padded"
+                prompt = tok.decode([t for t, m in zip(ids, mask, strict=True) if m])
+                self.prompts.append(prompt)
+                rows.append(tok(self.script(prompt), add_special_tokens=False)["input_ids"])
+            cache = _ScriptedCache([row + [tok.eos_token_id] for row in rows])
+        logits = torch.zeros(len(cache.rows), 1, len(tok))
+        for i, row in enumerate(cache.rows):
+            logits[i, 0, row.pop(0) if row else tok.eos_token_id] = 1.0
+        return SimpleNamespace(logits=logits, cache=cache)
+
+    __call__ = forward
 
 
 def _row(prediction: str, **extra) -> dict:
