@@ -29,6 +29,7 @@ from rlmec_core.policy_prompt import format_policy_prompt
 from rlmec_core.precision import torch_dtype
 from rlmec_core.prompt_format import prompt_style
 from rlmec_core.tokenizer import train_tokenizer
+from rlmec_core.trainers.dev_curve import DevEarlyStopping
 from rlmec_core.trainers.lora import lora_dtype
 from rlmec_core.trainers.sft import checkpoint_step, train_sft
 
@@ -85,7 +86,9 @@ def bootstrap_policy(
     ``<out_dir>-checkpoints`` next to it), so a rerun after an interruption resumes.
     Returns metrics: dev_accuracy, dev_n, train_loss, final_loss, sft_steps, n_params,
     vocab_size, sft_seconds, eval_seconds, seconds, loss_history, and ``prompt_format``
-    (the resolved style's name, ``plain`` or ``chat``).
+    (the resolved style's name, ``plain`` or ``chat``); with ``cfg.dev_patience`` also
+    ``dev_curve`` (``(step, epoch, accuracy)`` after each epoch) and ``best_epoch``, the
+    epoch whose weights are kept (early stopping on dev).
     """
     for split in ("train", "dev"):
         if split not in splits:
@@ -123,6 +126,22 @@ def bootstrap_policy(
     ]
     # A sequence longer than the model's positions cannot be trained on.
     training = cfg.model_copy(update={"max_length": min(cfg.max_length, positions)})
+
+    def dev_accuracy(policy: Any) -> dict[str, Any]:
+        return greedy_accuracy(
+            policy,
+            tokenizer,
+            splits["dev"],
+            batch_size=cfg.eval_batch_size,
+            max_new_tokens=cfg.eval_max_new_tokens,
+            style=style,
+        )
+
+    early_stopping = None
+    if cfg.dev_patience is not None:
+        early_stopping = DevEarlyStopping(
+            lambda policy: dev_accuracy(policy)["accuracy"], cfg.dev_patience
+        )
     sft = train_sft(
         model,
         tokenizer,
@@ -131,15 +150,9 @@ def bootstrap_policy(
         training,
         seed=seed,
         eos_id=style.response_end(tokenizer),
+        early_stopping=early_stopping,
     )
-    dev = greedy_accuracy(
-        model,
-        tokenizer,
-        splits["dev"],
-        batch_size=cfg.eval_batch_size,
-        max_new_tokens=cfg.eval_max_new_tokens,
-        style=style,
-    )
+    dev = dev_accuracy(model)
     save_policy_atomically(model, tokenizer, out_dir)
     return {
         "dev_accuracy": dev["accuracy"],
@@ -158,6 +171,12 @@ def bootstrap_policy(
         "seconds": time.perf_counter() - start,
         "loss_history": sft["loss_history"],
         "prompt_format": style.name,
+        # With bootstrap.dev_patience: dev accuracy after each epoch, and the epoch kept.
+        **(
+            {"dev_curve": sft["dev_curve"], "best_epoch": sft["best_epoch"]}
+            if early_stopping
+            else {}
+        ),
     }
 
 

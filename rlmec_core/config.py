@@ -258,6 +258,11 @@ class BootstrapSection(TrainingSection):
     save_steps: Annotated[int, Field(ge=1)] = 200
     eval_batch_size: Annotated[int, Field(ge=1)] = 200
     eval_max_new_tokens: Annotated[int, Field(ge=1)] = 160
+    # Training until dev stops improving (a converged initial policy). None: train `epochs`,
+    # measure dev once at the end. N: measure greedy dev accuracy after every epoch, stop
+    # after N epochs without a new best and keep the best epoch's weights; `epochs` is then
+    # the most it trains, and checkpoints are written at epoch ends (not save_steps).
+    dev_patience: Annotated[int | None, Field(ge=1)] = None
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> BootstrapSection:
@@ -267,6 +272,8 @@ class BootstrapSection(TrainingSection):
             raise ValueError("epochs 0 (no training) needs model_path: a model to start from")
         if self.epochs == 0 and self.max_steps is not None:
             raise ValueError("epochs 0 skips training; max_steps would train: set one of them")
+        if self.dev_patience is not None and (self.epochs == 0 or self.max_steps is not None):
+            raise ValueError("dev_patience stops after whole epochs: set epochs > 0, not max_steps")
         return self
 
     def tiny_architecture(self) -> dict[str, int]:
@@ -405,10 +412,11 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_]\w*)\}")
 class GenerationSection(Section):
     """Where collect, train_grm, annotate and evaluate generate text (``generation_server``).
 
-    ``hf``: ``model.generate`` in the stage's own process. ``openai``: any OpenAI-compatible
-    *completions* endpoint (vLLM, SGLang, TGI, llama.cpp server): prompts go out as token
-    ids, so tokenisation is the hf path's. Token rewards and reference log-probs are always
-    computed by the HF forward pass, whatever the backend.
+    ``hf``: the model decodes in the stage's own process (``rlmec_core.decoding``).
+    ``openai``: any OpenAI-compatible *completions* endpoint (vLLM, SGLang, TGI, llama.cpp
+    server): prompts go out as token ids, so tokenisation is the hf path's. Token rewards
+    and reference log-probs are always computed by the HF forward pass, whatever the
+    backend.
 
     ``launch``: a command that serves one model folder, e.g. ``vllm serve {model_dir} --port
     {port} --served-model-name {model}`` (placeholders: ``{model_dir}``, ``{port}``,

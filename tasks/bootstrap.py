@@ -53,12 +53,13 @@ def bootstrap_task(ctx: RunContext, io: StageIO) -> StageResult:
         prompt_format=ctx.config.prompts.format,
     )
     history = result.pop("loss_history", [])
+    series = {"train_loss": history}
+    if "dev_curve" in result:  # early stopping on dev: the curve, one point per epoch
+        series["dev_accuracy"] = [(step, value) for step, _, value in result.pop("dev_curve")]
     summary = {"prompt_format": result.pop("prompt_format"), **source}
     if folder:
         summary["model_path"] = folder["path"]
     summary.update(
         lora_summary(cfg.lora, folder["path"] if folder else "tiny-llama (from scratch)")
     )
-    return StageResult(
-        kind="policy", metrics=result, series={"train_loss": history}, summary=summary
-    )
+    return StageResult(kind="policy", metrics=result, series=series, summary=summary)

@@ -31,12 +31,13 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
 from rlmec_core.config import RL_NORMALIZERS, VARIANTS, RlNormalizer, TrainPolicySection, Variant
-from rlmec_core.logprobs import HeadMode, response_logprobs
+from rlmec_core.logprobs import pack_response
 from rlmec_core.losses import DEFAULT_EPSILON, DEFAULT_IMITATION_COEF, rlmec_loss_terms
 from rlmec_core.progress import use_progress_callbacks
 from rlmec_core.prompt_format import PLAIN, PromptStyle
 from rlmec_core.rewards import instance_rewards
 from rlmec_core.trainers.guards import NonFiniteGuard
+from rlmec_core.trainers.lean import LeanLogprobsMixin
 from rlmec_core.trainers.lora import is_lora, merge_lora, wrap_lora
 from rlmec_core.trainers.sft import (
     ListDataset,
@@ -254,7 +255,7 @@ class RlmecCollator:
 # -------------------------------------------------------------------------- trainer
 
 
-class RlmecTrainer(Trainer):
+class RlmecTrainer(LeanLogprobsMixin, Trainer):
     """A ``Trainer`` whose loss is the RLMEC objective (or, for ``rft``, the token-mean NLL).
 
     ``objective="rlmec"``: ``L_RL + imitation_coef · L_IM`` (``ŷ`` is skipped when the
@@ -294,20 +295,10 @@ class RlmecTrainer(Trainer):
         self._term_sums: dict[str, torch.Tensor] = {}
         self._term_count = 0
 
-    def _head(self, model: torch.nn.Module) -> HeadMode:
-        # The lean path calls the decoder and the output head directly; a wrapper (DDP,
-        # DataParallel, DeepSpeed) or sharded model must go through its own forward instead,
-        # which still keeps logits in the model dtype and reduces them chunk by chunk.
-        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
-            return "logits"
-        return "auto" if isinstance(model, PreTrainedModel) else "logits"
-
     def _logprobs(
         self, model: torch.nn.Module, ids: torch.Tensor, attention: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
-        if is_lora(model):  # the adapters live inside the base model: its lean path works
-            model = model.get_base_model()
-        return response_logprobs(model, ids, attention, mask, head=self._head(model))
+        return pack_response(self.token_logprobs(model, ids, attention, mask), mask)
 
     def _target_logprobs(
         self, model: torch.nn.Module, inputs: Mapping[str, torch.Tensor]

@@ -24,10 +24,10 @@ from transformers.trainer_utils import get_last_checkpoint
 from rlmec_core.config import TrainingSection
 from rlmec_core.precision import resolve_precision
 from rlmec_core.progress import on_terminal, use_progress_callbacks
+from rlmec_core.trainers.dev_curve import DevEarlyStopping, dev_curve, stopped_early
 from rlmec_core.trainers.guards import NonFiniteGuard
+from rlmec_core.trainers.lean import IGNORE_INDEX, LeanCausalLMTrainer
 from rlmec_core.trainers.lora import merge_lora, wrap_lora
-
-IGNORE_INDEX = -100  # label value the causal-LM loss skips
 
 logger = logging.getLogger(__name__)
 
@@ -183,6 +183,7 @@ def train_sft(
     seed: int,
     resume: bool = True,
     eos_id: int | None = None,
+    early_stopping: DevEarlyStopping | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``model`` in place on ``examples`` (dicts with "prompt" and "response").
 
@@ -193,10 +194,14 @@ def train_sft(
     ``output_dir/checkpoint-<step>`` every ``save_steps`` steps and at the end; with
     ``resume`` an existing checkpoint is picked up, so an interrupted run continues where
     it stopped (and a finished one does no more steps). The caller saves the final model.
+    With ``early_stopping`` the model is measured on dev after every epoch, checkpoints are
+    written at epoch ends instead, training stops once dev stops improving and the best
+    epoch's weights are the ones returned (``training.epochs`` is then the most it trains).
 
     Returns ``train_loss`` (HF's mean over the run), ``final_loss`` (the last logged
     step), ``steps``, ``runtime_s``, ``n_examples``, ``n_truncated``, ``trainable_params``
-    and ``loss_history`` (a list of ``(step, loss)``).
+    and ``loss_history`` (a list of ``(step, loss)``); with ``early_stopping`` also
+    ``dev_curve`` (``(step, epoch, value)`` per epoch) and ``best_epoch``.
     """
     if not examples:
         raise ValueError("train_sft: no examples")
@@ -226,16 +231,26 @@ def train_sft(
 
     output_dir = Path(output_dir)
     trained = wrap_lora(model, training.lora) if training.lora is not None else model
-    trainer = Trainer(
+    last = last_complete_checkpoint(output_dir) if resume else None
+    overrides: dict[str, Any] = {}
+    if early_stopping is not None:
+        overrides["save_strategy"] = "epoch"
+        if training.save_total_limit == 1:
+            # The Trainer's end deletes the last checkpoint when the limit is 1, and with it
+            # the record that this run had stopped: keep the best and the last.
+            overrides["save_total_limit"] = 2
+        if last and stopped_early(last, early_stopping.patience):
+            overrides["max_steps"] = checkpoint_step(last)  # done: no step more
+    trainer = LeanCausalLMTrainer(
         model=trained,
-        args=training_arguments(training, output_dir, seed=seed),
+        args=training_arguments(training, output_dir, seed=seed, **overrides),
         train_dataset=ListDataset(trainable),
         data_collator=ResponseOnlyCollator(tokenizer.pad_token_id),
+        callbacks=[early_stopping] if early_stopping is not None else None,
     )
     use_progress_callbacks(trainer)
     trainer.add_callback(NonFiniteGuard())  # a diverged run fails, commits nothing
     refuse_sharded_weights(trainer)
-    last = last_complete_checkpoint(output_dir) if resume else None
     if last:
         logger.info("train_sft: resuming from %s", last)
     result = trainer.train(resume_from_checkpoint=last)
@@ -259,6 +274,16 @@ def train_sft(
         "trainable_params": int(n_trainable),
         "resumed_from": last,
         "loss_history": history,
+        **(_curve_summary(trainer.state) if early_stopping is not None else {}),
+    }
+
+
+def _curve_summary(state: Any) -> dict[str, Any]:
+    curve = dev_curve(state.log_history)
+    best = max(range(len(curve)), key=lambda i: (curve[i][2], -i)) if curve else None
+    return {
+        "dev_curve": curve,
+        "best_epoch": round(curve[best][1]) if best is not None else None,
     }
 
 
