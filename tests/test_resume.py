@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from flows.end_of_run import DOCUMENTED
 from flows.run_records import load_run_records
-from rlmec_core.config import STAGES
+from rlmec_core.config import STAGES, load_config
 from storage.store import ArtifactStore
 from tests.pipeline_helpers import REPO, markdown_artifacts, run_in_process, stage_table
 
@@ -249,5 +249,6 @@ def test_sigkill_inside_each_stage_then_resume(tmp_path, uninterrupted):
     bootstrap = store.manifest(final["bootstrap"]["artifact"]).extra["metrics"]
     assert bootstrap["resumed_from_step"] == 64 and bootstrap["sft_steps"] == 256
     grm = store.manifest(final["train_grm"]["artifact"]).extra["metrics"]
-    assert grm["resumed_from_step"] == 16 and grm["steps"] == 120
+    grm_cfg = load_config(MICRO).train_grm  # every epoch's steps, none twice: 15 an epoch
+    assert grm["resumed_from_step"] == 16 and grm["steps"] == grm_cfg.epochs * 15
     assert len(load_run_records(workspace)) == 8  # 7 killed runs and the final one
