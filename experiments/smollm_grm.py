@@ -1,7 +1,8 @@
 """One GRM lever on configs/smollm.yaml's own data: the pipeline's train_grm with one change.
 usage: smollm_grm.py NAME WORKSPACE EPOCHS LR [KINDS]
 KINDS: comma-separated example kinds to train on (default error_step,rewrite,identity;
-error_step alone asks whether SmolLM2 learns the verdict at all).
+error_step alone asks whether SmolLM2 learns the verdict at all; error_step*3 repeats a
+kind's examples three times, a larger share of the verdict in one epoch).
 
 Same split, prompts (the model's chat template), EOS and max length as the stage; the
 GRM starts from the run's bootstrap policy. Reports the stage's held-out metrics
@@ -39,7 +40,14 @@ train_rows, heldout = heldout_split(distilled, 0.1, 0)
 
 model, tokenizer = load_policy(policy)
 style = prompt_style(tokenizer, "chat")
-examples = [e for e in build_grm_examples(train_rows, seed=0, style=style) if e["kind"] in kinds]
+# "kind*n": that kind's examples n times (its share of the loss), in the stage's order.
+repeats = {k.split("*")[0]: int(k.split("*")[1]) if "*" in k else 1 for k in kinds}
+examples = [
+    e
+    for e in build_grm_examples(train_rows, seed=0, style=style)
+    if e["kind"] in repeats
+    for _ in range(repeats[e["kind"]])
+]
 log(name, "examples", len(examples), "heldout", len(heldout), "kinds", kinds)
 cfg = TrainingSection(
     epochs=float(epochs),
@@ -60,6 +68,9 @@ res = train_sft(
     resume=False,
 )
 log("trained", res["steps"], "steps", f"{res['runtime_s']:.0f}s", "final loss", res["final_loss"])
+# Kept for smollm_grm_dev.py, which scores it on wrong samples of the dev problems.
+model.save_pretrained(out / "model")
+tokenizer.save_pretrained(out / "model")
 verifier = Verifier(VerificationSection())
 held = grm_metrics(
     grm_rewrites(model, tokenizer, heldout, batch_size=32, max_new_tokens=128, style=style),
