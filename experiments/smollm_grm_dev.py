@@ -1,22 +1,23 @@
 """The GRM on wrong samples of the dev problems, which no stage trains on: a held-out set
 large enough to measure issue 17's bars (train_grm's own held-out holds 9 wrong samples).
-usage: smollm_grm_dev.py NAME WORKSPACE [GRM_FOLDER]
+usage: smollm_grm_dev.py NAME WORKSPACE [GRM_FOLDER] [--error-step generated|likelihood]
 
 Builds once per workspace (LAB/smollm_grm_dev/<workspace>/rows.json): the workspace's
 bootstrap policy samples collect's k solutions per dev problem at collect's settings
 (configs/smollm.yaml), labelled as collect labels them (duplicates dropped) and judged as
 distill judges them (ArithmeticTeacher, the config's step verification). Then the GRM
 (default: the workspace's train_grm model) gives its verdict and rewrite for every row
-(annotate's call), scored with train_grm's grm_metrics; each rate with a 95% interval that
+(annotate's call, the verdict generated or read off the likelihoods), scored with train_grm's grm_metrics; each rate with a 95% interval that
 resamples problems."""
 
-import sys
+import argparse
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 from common import LAB, json, log
 
+from rlmec_core.annotate import likelihood_error_steps
 from rlmec_core.collect import collect_samples
 from rlmec_core.config import load_config
 from rlmec_core.data.io import load_parquet
@@ -28,11 +29,19 @@ from rlmec_core.teachers.arithmetic import ArithmeticTeacher
 from rlmec_core.verification import Verifier
 from storage.store import ArtifactStore
 
-name, workspace = sys.argv[1:3]
+parser = argparse.ArgumentParser()
+parser.add_argument("name")
+parser.add_argument("workspace")
+parser.add_argument("grm_folder", nargs="?")
+parser.add_argument("--error-step", choices=("generated", "likelihood"), default="generated")
+args = parser.parse_args()
+name, workspace = args.name, args.workspace
 config = load_config("configs/smollm.yaml")
 store = ArtifactStore(workspace)
 by_stage = {store.manifest(i).stage: i for i in store.ids()}
-grm_folder = Path(sys.argv[3]) if len(sys.argv) > 3 else store.path(by_stage["train_grm"]) / "model"
+grm_folder = (
+    Path(args.grm_folder) if args.grm_folder else store.path(by_stage["train_grm"]) / "model"
+)
 out = LAB / "smollm_grm_dev" / Path(workspace).name
 verifier = Verifier(config.verification)
 
@@ -56,9 +65,14 @@ else:
 result_file = out / f"{name}.json"
 if result_file.exists():
     print(result_file.read_text())
-    sys.exit(0)
+    raise SystemExit(0)
 model, tokenizer = load_policy(grm_folder)
 style = prompt_style(tokenizer, config.prompts.format)
+steps = None
+if args.error_step == "likelihood":
+    steps, _ = likelihood_error_steps(
+        model, tokenizer, rows, batch_size=config.annotate.batch_size, style=style
+    )
 verdicts = grm_rewrites(
     model,
     tokenizer,
@@ -66,6 +80,7 @@ verdicts = grm_rewrites(
     batch_size=config.train_grm.eval_batch_size,
     max_new_tokens=config.train_grm.max_new_tokens,
     style=style,
+    error_steps=steps,
 )
 metrics = grm_metrics(verdicts, rows, verifier)
 
@@ -92,6 +107,7 @@ right = [(v, r) for v, r in zip(verdicts, rows, strict=True) if r["teacher_statu
 result = {
     "name": name,
     "grm": str(grm_folder),
+    "error_step": args.error_step,
     "n_rows": len(rows),
     "n_wrong_kept": len(wrong),
     "n_right": len(right),

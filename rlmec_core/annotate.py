@@ -33,9 +33,10 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from rlmec_core.config import ErrorStepSource
 from rlmec_core.data.schema import RL_FEATURES
 from rlmec_core.editing import EDITED_WEIGHT, KEPT_WEIGHT, minimum_edit_weights
-from rlmec_core.grm import GrmVerdict, grm_rewrites, rewrite_reaches_gold
+from rlmec_core.grm import GrmVerdict, first_unkept_step, grm_rewrites, rewrite_reaches_gold
 from rlmec_core.grm_data import rewrite_prompt
 from rlmec_core.logprobs import (
     DEFAULT_CHUNK_SIZE,
@@ -430,6 +431,49 @@ def _check_samples(rows: Sequence[Mapping[str, Any]]) -> None:
             raise ValueError(f"sample {index} lacks field {missing[0]!r} (DISTILLED_FEATURES)")
 
 
+def grm_scoring_ids(
+    tokenizer: PreTrainedTokenizerBase, row: Mapping[str, Any], style: PromptStyle = PLAIN
+) -> tuple[list[int], list[int]]:
+    """``(rewrite prompt ids, response ids + end token)``: what the GRM scores ``y`` after."""
+    y = row["prediction"]
+    prompt = rewrite_prompt(row["question"], row["gold_solution"], y, style)
+    return split_tokenize(tokenizer, prompt, y, style.response_end(tokenizer))
+
+
+def likelihood_error_steps(
+    grm_model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    batch_size: int,
+    style: PromptStyle | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: bool = True,
+) -> tuple[list[int], list[list[float]]]:
+    """The GRM's first error step of each row read off its likelihoods (``first_unkept_step``
+    over ``P_GRM(y_t | rewrite prompt, y_<t)``), and those log-probs, the ones annotate's
+    token rewards are made of."""
+    style = style or PLAIN
+    pairs = [grm_scoring_ids(tokenizer, row, style) for row in rows]
+    logprobs = batched_response_logprobs(
+        grm_model,
+        [prompt for prompt, _ in pairs],
+        [response for _, response in pairs],
+        pad_id=tokenizer.pad_token_id,
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+        progress=progress,
+        desc="grm error step (likelihood)",
+    )
+    steps = [
+        first_unkept_step(
+            [math.exp(v) for v in lp], token_steps(tokenizer, row["prediction"], response)
+        )
+        for row, (_, response), lp in zip(rows, pairs, logprobs, strict=True)
+    ]
+    return steps, logprobs
+
+
 def _prepare(
     tokenizer: PreTrainedTokenizerBase,
     row: Mapping[str, Any],
@@ -442,9 +486,7 @@ def _prepare(
     prompt_ids, response_ids = split_tokenize(
         tokenizer, format_policy_prompt(row["question"], style), y, end
     )
-    grm_prompt_ids, grm_response_ids = split_tokenize(
-        tokenizer, rewrite_prompt(row["question"], row["gold_solution"], y, style), y, end
-    )
+    grm_prompt_ids, grm_response_ids = grm_scoring_ids(tokenizer, row, style)
     if grm_response_ids != response_ids:  # separate tokenisation makes this impossible
         raise AssertionError(f"sample {row['sample_id']!r}: response ids depend on the prompt")
     if rewrite == y:
@@ -480,6 +522,7 @@ def annotate_samples(
     progress: bool = True,
     verdicts: Sequence[GrmVerdict] | None = None,
     style: PromptStyle | None = None,
+    error_step: ErrorStepSource = "generated",
 ) -> tuple[Dataset, dict[str, float]]:
     """Stage 4 over stage-2 rows (DISTILLED_FEATURES): RL_FEATURES rows and metrics.
 
@@ -493,8 +536,10 @@ def annotate_samples(
     Rows keep the input order. See ``annotation_metrics`` for the metrics.
 
     ``verdicts``: the GRM's verdicts on ``rows_for_grm(samples)``, when they were generated
-    elsewhere (a generation server); else ``grm_model`` generates them here. Rewards and
-    reference log-probs are always this process's HF forward passes.
+    elsewhere (a generation server); else ``grm_model`` makes them here, its first error
+    step per ``error_step`` (``config.TrainGrmSection``): generated, or read off the
+    likelihoods (``likelihood_error_steps``), whose pass then also gives every row's token
+    rewards. Rewards and reference log-probs are always this process's HF forward passes.
     """
     if reward_mode not in ("token", "instance"):
         raise ValueError(f"reward_mode must be 'token' or 'instance', got {reward_mode!r}")
@@ -508,7 +553,21 @@ def annotate_samples(
     # a. Only incorrect samples need the GRM: a correct y is its own rewrite.
     incorrect = [row for row in unique if not row["correct"]]
     style = style or PLAIN
+    scored: dict[str, list[float]] = {}  # sample_id -> the GRM's log-probs of its tokens
     if verdicts is None:
+        steps = None
+        if error_step == "likelihood":  # one pass scores every row: verdicts, then rewards
+            steps, logprobs = likelihood_error_steps(
+                grm_model,
+                tokenizer,
+                unique,
+                batch_size=batch_size,
+                style=style,
+                chunk_size=chunk_size,
+                progress=progress,
+            )
+            scored = {row["sample_id"]: lp for row, lp in zip(unique, logprobs, strict=True)}
+            steps = [k for row, k in zip(unique, steps, strict=True) if not row["correct"]]
         verdicts = grm_rewrites(
             grm_model,
             tokenizer,
@@ -517,6 +576,7 @@ def annotate_samples(
             max_new_tokens=max_new_tokens,
             progress=progress,
             style=style,
+            error_steps=steps,
         )
     if len(verdicts) != len(incorrect):
         raise ValueError(f"{len(verdicts)} GRM verdicts for {len(incorrect)} incorrect samples")
@@ -544,9 +604,16 @@ def annotate_samples(
         "chunk_size": chunk_size,
         "progress": progress,
     }
-    grm_logprobs = batched_response_logprobs(
-        grm_model, [p.grm_prompt_ids for p in pending], responses, desc="grm rewards", **common
+    unscored = [p for p in pending if p.row["sample_id"] not in scored]
+    fresh = batched_response_logprobs(
+        grm_model,
+        [p.grm_prompt_ids for p in unscored],
+        [p.response_ids for p in unscored],
+        desc="grm rewards",
+        **common,
     )
+    scored.update({p.row["sample_id"]: lp for p, lp in zip(unscored, fresh, strict=True)})
+    grm_logprobs = [scored[p.row["sample_id"]] for p in pending]
     ref_logprobs = batched_response_logprobs(
         ref_model, [p.prompt_ids for p in pending], responses, desc="ref log-probs", **common
     )

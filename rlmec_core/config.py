@@ -50,6 +50,9 @@ VARIANTS = ("rlmec", "no_imitation", "no_token_reward", "rft", "gold_sft")
 Variant = Literal[VARIANTS]  # type: ignore[valid-type]
 RL_NORMALIZERS = ("reward_tokens", "response_tokens")
 RlNormalizer = Literal[RL_NORMALIZERS]  # type: ignore[valid-type]
+# How the GRM names a sample's first error step (train_grm.error_step).
+ERROR_STEP_SOURCES = ("generated", "likelihood")
+ErrorStepSource = Literal[ERROR_STEP_SOURCES]  # type: ignore[valid-type]
 
 # The top-level sections a stage reads besides its own: they are part of its cache key.
 SHARED_SECTIONS: dict[str, tuple[str, ...]] = {
@@ -57,7 +60,7 @@ SHARED_SECTIONS: dict[str, tuple[str, ...]] = {
     "collect": ("generation", "prompts"),
     "distill": ("verification",),
     "train_grm": ("verification", "generation", "prompts"),
-    "annotate": ("verification", "generation", "prompts"),
+    "annotate": ("verification", "generation", "prompts", "train_grm"),
     "train_policy": ("prompts",),
     "evaluate": ("generation", "prompts"),
 }
@@ -344,6 +347,12 @@ class TrainGrmSection(TrainingSection):
     save_steps: Annotated[int, Field(ge=1)] = 50
     eval_batch_size: Annotated[int, Field(ge=1)] = 32
     max_new_tokens: Annotated[int, Field(ge=1)] = 512
+    # The GRM's first-error-step verdict, in its held-out metrics and in annotate.
+    # "generated": it writes "The first error step is [k]" (the method's protocol).
+    # "likelihood": the step of the first token of the prediction it would not keep after
+    # the rewrite prompt (p_t < 0.5, the first token annotate penalises), read off the
+    # forward pass that gives the token rewards; "correct" if it keeps every token.
+    error_step: ErrorStepSource = "generated"
     launcher: LauncherSection = LauncherSection()
 
 

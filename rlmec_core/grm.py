@@ -31,6 +31,7 @@ from rlmec_core.grm_data import (
 )
 from rlmec_core.progress import progress as report_progress
 from rlmec_core.prompt_format import PromptStyle
+from rlmec_core.rewards import KEEP_THRESHOLD
 from rlmec_core.teachers.base import split_steps
 from rlmec_core.verification import Verifier
 
@@ -136,30 +137,37 @@ def grm_rewrites(
     max_new_tokens: int,
     progress: bool = True,
     style: PromptStyle | None = None,
+    error_steps: Sequence[int | None] | None = None,
 ) -> list[GrmVerdict]:
     """The GRM's verdict and minimum-edit rewrite for every row (question, gold_solution,
     prediction), in row order.
 
-    Step 1 generates the first-error-step verdict for all rows; step 2 completes a rewrite
-    after ``rewrite_prompt + kept_prefix(prediction, k)`` for the rows with a step ``k``
-    inside the prediction. The rewrite is the kept prefix plus the completion, trailing
-    whitespace removed.
+    Step 1 generates the first-error-step verdict for all rows (or takes ``error_steps``,
+    one per row, e.g. ``first_unkept_step``'s); step 2 completes a rewrite after
+    ``rewrite_prompt + kept_prefix(prediction, k)`` for the rows with a step ``k`` inside
+    the prediction. The rewrite is the kept prefix plus the completion, trailing whitespace
+    removed.
     """
     rows = list(rows)
     _check_rows(rows, _ROW_FIELDS)
     # style: plain or chat-template prompts (rlmec_core.prompt_format), as the GRM was trained.
     args = [(r["question"], r["gold_solution"], r["prediction"], style) for r in rows]
-    judge_ids = [tokenizer(error_step_prompt(*a))["input_ids"] for a in args]
-    judgements = greedy_continuations(
-        grm_model,
-        tokenizer,
-        judge_ids,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        progress=progress,
-        desc="grm error step",
-    )
-    steps = [parse_error_step(text) for text in judgements]
+    if error_steps is not None:
+        if len(error_steps) != len(rows):
+            raise ValueError(f"{len(error_steps)} error steps for {len(rows)} rows")
+        steps = list(error_steps)
+    else:
+        judge_ids = [tokenizer(error_step_prompt(*a))["input_ids"] for a in args]
+        judgements = greedy_continuations(
+            grm_model,
+            tokenizer,
+            judge_ids,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            progress=progress,
+            desc="grm error step",
+        )
+        steps = [parse_error_step(text) for text in judgements]
 
     # Only a step that exists in the prediction leaves a prefix to continue from.
     todo = [
@@ -191,6 +199,26 @@ def grm_rewrites(
         else:
             verdicts.append(GrmVerdict(k, rewritten.get(i)))
     return verdicts
+
+
+def first_unkept_step(token_probs: Sequence[float], token_steps: Sequence[int | None]) -> int:
+    """The first error step as the GRM's likelihoods name it: the step of the first response
+    token the GRM would not keep after the rewrite prompt (``p_t < KEEP_THRESHOLD``: the
+    first token annotate penalises), or -1 ("correct") when it would keep every token.
+
+    ``token_steps``: each token's step (``annotate.token_steps``); tokens in no step (blank
+    lines, the end token) do not count, so a solution judged only by its end is "correct".
+    """
+    if len(token_probs) != len(token_steps):
+        raise ValueError(f"{len(token_probs)} probabilities for {len(token_steps)} tokens")
+    return next(
+        (
+            step
+            for p, step in zip(token_probs, token_steps, strict=True)
+            if step is not None and p < KEEP_THRESHOLD
+        ),
+        -1,
+    )
 
 
 def rewrite_reaches_gold(verdict: GrmVerdict, gold_answer: str) -> bool:

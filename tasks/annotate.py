@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rlmec_core.annotate import annotate_samples, rows_for_grm
+from rlmec_core.annotate import annotate_samples, likelihood_error_steps, rows_for_grm
 from rlmec_core.data.io import load_parquet, save_parquet
 from rlmec_core.generation_server import open_generator
 from rlmec_core.grm import grm_rewrites
@@ -18,22 +18,31 @@ from tasks.stage import StageIO, StageResult, stage_task
 @stage_task("annotate")
 def annotate_task(ctx: RunContext, io: StageIO) -> StageResult:
     cfg = ctx.config.annotate
+    error_step = ctx.config.train_grm.error_step  # how the GRM names the first error step
     samples = load_parquet(io.inputs["rewrites"] / "distilled.parquet")
-    verdicts = None  # with a generation server, the GRM's rewrites come from there
-    if ctx.config.generation.backend != "hf":
-        grm_dir = model_dir(io.inputs["grm"])
-        with open_generator(ctx.config.generation, grm_dir, stage="annotate") as served:
-            verdicts = grm_rewrites(
-                *served,
-                rows_for_grm(samples),
-                batch_size=cfg.batch_size,
-                max_new_tokens=cfg.max_new_tokens,
-                style=prompt_style(served[1], ctx.config.prompts.format),
-            )
     # Rewards and reference log-probs: always the exact HF forward passes.
     # Both models in the inference dtype (annotate.precision), on the GPU when there is one.
     loading = {"dtype": torch_dtype(cfg.precision), "device": inference_device()}
     grm, tokenizer = load_policy(model_dir(io.inputs["grm"]), **loading)
+    style = prompt_style(tokenizer, ctx.config.prompts.format)
+    verdicts = None  # with a generation server, the GRM's rewrites come from there
+    if ctx.config.generation.backend != "hf":
+        incorrect = rows_for_grm(samples)
+        steps = None
+        if error_step == "likelihood":  # read off this process's forward pass
+            steps, _ = likelihood_error_steps(
+                grm, tokenizer, incorrect, batch_size=cfg.batch_size, style=style
+            )
+        grm_dir = model_dir(io.inputs["grm"])
+        with open_generator(ctx.config.generation, grm_dir, stage="annotate") as served:
+            verdicts = grm_rewrites(
+                *served,
+                incorrect,
+                batch_size=cfg.batch_size,
+                max_new_tokens=cfg.max_new_tokens,
+                style=prompt_style(served[1], ctx.config.prompts.format),
+                error_steps=steps,
+            )
     reference, _ = load_policy(model_dir(io.inputs["policy"]), **loading)
     rows, metrics = annotate_samples(
         samples,
@@ -44,7 +53,8 @@ def annotate_task(ctx: RunContext, io: StageIO) -> StageResult:
         max_new_tokens=cfg.max_new_tokens,
         verifier=Verifier(ctx.config.verification),
         verdicts=verdicts,
-        style=prompt_style(tokenizer, ctx.config.prompts.format),
+        style=style,
+        error_step=error_step,
     )
     if len(rows) == 0:
         raise ValueError("annotate kept no sample: every incorrect sample's GRM rewrite missed")

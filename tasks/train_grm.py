@@ -7,6 +7,7 @@ from pathlib import Path
 
 from datasets import Dataset
 
+from rlmec_core.annotate import likelihood_error_steps
 from rlmec_core.config import PipelineConfig
 from rlmec_core.data.io import load_parquet, save_parquet
 from rlmec_core.data.schema import DISTILLED_FEATURES
@@ -123,6 +124,11 @@ def _train_grm(ctx: RunContext, io: StageIO) -> StageResult:
         {f"grm_examples_{k}": float(kinds.count(k)) for k in ("error_step", "rewrite", "identity")}
     )
     if heldout:  # the GRM's quality on problems it never saw, as annotate will use it
+        steps = None
+        if cfg.error_step == "likelihood":
+            steps, _ = likelihood_error_steps(
+                model, tokenizer, heldout, batch_size=cfg.eval_batch_size, style=style
+            )
         loaded = (model, tokenizer)
         with open_generator(ctx.config.generation, io.out / "model", loaded=loaded) as grm:
             verdicts = grm_rewrites(
@@ -131,6 +137,7 @@ def _train_grm(ctx: RunContext, io: StageIO) -> StageResult:
                 batch_size=cfg.eval_batch_size,
                 max_new_tokens=cfg.max_new_tokens,
                 style=style,
+                error_steps=steps,
             )
         quality = grm_metrics(verdicts, heldout, Verifier(ctx.config.verification))
         metrics.update({f"heldout_{k}": v for k, v in quality.items()})

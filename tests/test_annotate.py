@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import rlmec_core.annotate as annotate_module
+import rlmec_core.grm as grm_module
 from rlmec_core.annotate import (
     annotate_samples,
     annotation_metrics,
@@ -152,7 +153,18 @@ def stub_grm(monkeypatch):
     }
     asked: list[str] = []
 
-    def fake(grm_model, tokenizer, rows, *, batch_size, max_new_tokens, progress=True, style=None):
+    def fake(
+        grm_model,
+        tokenizer,
+        rows,
+        *,
+        batch_size,
+        max_new_tokens,
+        progress=True,
+        style=None,
+        error_steps=None,
+    ):
+        assert error_steps is None  # the generated verdict: grm_rewrites makes it
         asked.extend(r["sample_id"] for r in rows)
         return [verdicts[r["sample_id"]] for r in rows]
 
@@ -261,6 +273,49 @@ def test_annotate_end_to_end_with_the_real_grm(tokenizer, grm, ref):
     assert ds["sample_id"] == ["p1/0", "p1/1"]
     assert ds[1]["grm_error_step"] == 1 and ds[1]["rewrite"] == FIXED
     assert m["n_grm_judged"] == 2 and m["n_dropped_grm_miss"] == 1
+
+
+def test_the_likelihood_verdict_is_the_step_of_the_first_penalised_token(
+    tokenizer, grm, ref, monkeypatch
+):
+    # error_step="likelihood": no verdict is generated; the GRM's one scoring pass names
+    # WRONG's step 1 (its first token below 0.5 is the wrong "6"), the rewrite continues
+    # from step 0, and the rewards are that same pass's, equal to the generated path's.
+    asked = []
+    generate = grm_module.greedy_continuations
+
+    def recording(*args, desc="grm", **kwargs):
+        asked.append(desc)
+        return generate(*args, desc=desc, **kwargs)
+
+    monkeypatch.setattr(grm_module, "greedy_continuations", recording)
+    rows = [_sample("p1/0", RIGHT, True), _sample("p1/1", WRONG, False, 1)]
+    ds, m = annotate_samples(
+        rows,
+        grm,
+        ref,
+        tokenizer,
+        batch_size=2,
+        max_new_tokens=32,
+        progress=False,
+        error_step="likelihood",
+    )
+    assert asked == ["grm rewrite"]
+    assert ds["sample_id"] == ["p1/0", "p1/1"]
+    assert ds[1]["grm_error_step"] == 1 and ds[1]["rewrite"] == FIXED
+    steps = token_steps(tokenizer, WRONG, ds[1]["response_ids"])
+    penalised = [s for s, r in zip(steps, ds[1]["rewards"], strict=True) if r < 0 and s is not None]
+    assert penalised[0] == ds[1]["grm_error_step"]
+    assert m["grm_step_agreement"] == 1.0
+
+    asked.clear()
+    generated, _ = annotate_samples(
+        rows, grm, ref, tokenizer, batch_size=2, max_new_tokens=32, progress=False
+    )
+    assert asked == ["grm error step", "grm rewrite"]
+    for a, b in zip(ds, generated, strict=True):
+        assert a["rewards"] == pytest.approx(b["rewards"], abs=1e-6)
+        assert a["rewrite"] == b["rewrite"] and a["grm_error_step"] == b["grm_error_step"]
 
 
 def test_samples_missing_a_field_are_refused(tokenizer, grm, ref):

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from rlmec_core.config import STAGES, ConfigError, PipelineConfig, load_config
 
@@ -92,3 +93,13 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path):
     path.write_text("data:\n  eval_files:\n    - {name: g, path: ../g.jsonl}\n")
     config = load_config(path)
     assert config.resolve_path(config.data.eval_files[0].path) == tmp_path / "g.jsonl"
+
+
+def test_the_grms_error_step_source_keys_train_grm_and_annotate():
+    # annotate reads train_grm.error_step: changing it reruns both, and nothing before.
+    base = PipelineConfig()
+    likelihood = PipelineConfig.model_validate({"train_grm": {"error_step": "likelihood"}})
+    changed = {s for s in STAGES if base.stage_hash(s) != likelihood.stage_hash(s)}
+    assert changed == {"train_grm", "annotate"}
+    with pytest.raises(ValidationError, match="error_step"):
+        PipelineConfig.model_validate({"train_grm": {"error_step": "guessed"}})

@@ -7,7 +7,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from rlmec_core.grm import GrmVerdict, greedy_continuations, grm_metrics, grm_rewrites
+from rlmec_core.grm import (
+    GrmVerdict,
+    first_unkept_step,
+    greedy_continuations,
+    grm_metrics,
+    grm_rewrites,
+)
 from rlmec_core.grm_data import (
     ERROR_STEP_RESPONSE_PREFIX,
     error_step_prompt,
@@ -120,6 +126,57 @@ def test_two_step_protocol_keeps_the_prefix_and_completes_the_rest(tokenizer):
             rewrite_prompt(QUESTION, GOLD, rows[4]["prediction"]),
         ]
     )
+
+
+def test_given_error_steps_skip_the_verdict_and_start_the_rewrites(tokenizer):
+    # Steps from elsewhere (the likelihood verdict): no verdict prompt, rewrites as before.
+    grm = ScriptedGRM(tokenizer, lambda _: "3 + 2 = 5\nThe answer is 5\n")
+    rows = [_row(WRONG), _row(WRONG), _row(WRONG), _row(WRONG)]
+    out = grm_rewrites(
+        grm,
+        tokenizer,
+        rows,
+        batch_size=2,
+        max_new_tokens=64,
+        progress=False,
+        error_steps=[1, -1, 5, None],
+    )
+    assert out == [
+        GrmVerdict(1, "Tom starts with 3 apples.\n3 + 2 = 5\nThe answer is 5"),
+        GrmVerdict(-1, WRONG),
+        GrmVerdict(5, None),
+        GrmVerdict(None, None),
+    ]
+    assert grm.prompts == [rewrite_prompt(QUESTION, GOLD, WRONG) + "Tom starts with 3 apples.\n"]
+    with pytest.raises(ValueError, match="2 error steps for 4 rows"):
+        grm_rewrites(grm, tokenizer, rows, batch_size=2, max_new_tokens=4, error_steps=[0, 1])
+
+
+def _first_unkept_naive(probs, steps):
+    for p, step in zip(probs, steps, strict=True):
+        if step is not None and p < 0.5:
+            return step
+    return -1
+
+
+@pytest.mark.parametrize(
+    ("probs", "steps", "want"),
+    [
+        ([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 2], 1),  # the first token below 0.5 is in step 1
+        ([0.4, 0.9], [0, 1], 0),
+        ([0.9, 0.9, 0.3], [0, 1, None], -1),  # only the end token: every step is kept
+        ([0.9, 0.1, 0.2], [0, None, 2], 2),  # a blank line does not count
+        ([0.5, 0.7], [0, 1], -1),  # 0.5 is kept (the reward is 0 there)
+        ([], [], -1),
+    ],
+)
+def test_first_unkept_step_is_the_step_of_the_first_penalised_token(probs, steps, want):
+    assert first_unkept_step(probs, steps) == want == _first_unkept_naive(probs, steps)
+
+
+def test_first_unkept_step_needs_a_step_per_token():
+    with pytest.raises(ValueError, match="3 probabilities for 2 tokens"):
+        first_unkept_step([0.1, 0.2, 0.3], [0, 1])
 
 
 def test_rows_missing_a_field_are_refused(tokenizer):
