@@ -1,9 +1,11 @@
-"""The GRM on wrong samples of the dev problems, which no stage trains on: a held-out set
-large enough to measure issue 17's bars (train_grm's own held-out holds 9 wrong samples).
+"""The GRM on wrong samples of the dev (or test) problems, which no stage trains on: a
+held-out set large enough to measure issue 17's bars (train_grm's own held-out holds 9
+wrong samples). Choices are made on dev; --split test gives the final figure.
 usage: smollm_grm_dev.py NAME WORKSPACE [GRM_FOLDER] [--error-step generated|likelihood]
+                         [--split dev|test]
 
-Builds once per workspace (LAB/smollm_grm_dev/<workspace>/rows.json): the workspace's
-bootstrap policy samples collect's k solutions per dev problem at collect's settings
+Builds once per workspace and split (LAB/smollm_grm_dev/<workspace>[-test]/rows.json): the
+workspace's bootstrap policy samples collect's k solutions per problem at collect's settings
 (configs/smollm.yaml), labelled as collect labels them (duplicates dropped) and judged as
 distill judges them (ArithmeticTeacher, the config's step verification). Then the GRM
 (default: the workspace's train_grm model) gives its verdict and rewrite for every row
@@ -34,6 +36,7 @@ parser.add_argument("name")
 parser.add_argument("workspace")
 parser.add_argument("grm_folder", nargs="?")
 parser.add_argument("--error-step", choices=("generated", "likelihood"), default="generated")
+parser.add_argument("--split", choices=("dev", "test"), default="dev")
 args = parser.parse_args()
 name, workspace = args.name, args.workspace
 config = load_config("configs/smollm.yaml")
@@ -42,7 +45,7 @@ by_stage = {store.manifest(i).stage: i for i in store.ids()}
 grm_folder = (
     Path(args.grm_folder) if args.grm_folder else store.path(by_stage["train_grm"]) / "model"
 )
-out = LAB / "smollm_grm_dev" / Path(workspace).name
+out = LAB / "smollm_grm_dev" / (Path(workspace).name + ("" if args.split == "dev" else "-test"))
 verifier = Verifier(config.verification)
 
 rows_file = out / "rows.json"
@@ -51,10 +54,10 @@ if rows_file.exists():
 else:
     policy, tokenizer = load_policy(store.path(by_stage["bootstrap"]) / "model")
     style = prompt_style(tokenizer, config.prompts.format)
-    dev = list(load_parquet(store.path(by_stage["data"]) / "dev.parquet"))
-    log("sampling", len(dev), "dev problems x", config.collect.k)
+    problems = list(load_parquet(store.path(by_stage["data"]) / f"{args.split}.parquet"))
+    log("sampling", len(problems), args.split, "problems x", config.collect.k)
     samples, sample_stats = collect_samples(
-        policy, tokenizer, dev, config.collect, seed=config.run.seed, style=style
+        policy, tokenizer, problems, config.collect, seed=config.run.seed, style=style
     )
     teacher = ArithmeticTeacher()
     rows = [judge_sample(dict(s), teacher, verifier) for s in samples]
@@ -108,6 +111,7 @@ result = {
     "name": name,
     "grm": str(grm_folder),
     "error_step": args.error_step,
+    "split": args.split,
     "n_rows": len(rows),
     "n_wrong_kept": len(wrong),
     "n_right": len(right),
@@ -120,6 +124,18 @@ result = {
     ),
     "correct_on_right_ci": interval([(r["problem_id"], v.error_step == -1) for v, r in right]),
     **metrics,
+    # Per row, for paired comparisons between GRMs or verdicts on the same samples.
+    "rows": [
+        {
+            "sample_id": r["sample_id"],
+            "problem_id": r["problem_id"],
+            "teacher_status": r["teacher_status"],
+            "teacher_step": r["error_step"],
+            "grm_step": v.error_step,
+            "kept": rewrite_is_kept(v, r, verifier),
+        }
+        for v, r in zip(verdicts, rows, strict=True)
+    ],
 }
 out.mkdir(parents=True, exist_ok=True)
 result_file.write_text(json.dumps(result, indent=1))

@@ -489,6 +489,8 @@ def test_micro_pipeline_end_to_end_on_launched_servers_with_lora(tmp_path):
     # equations all hold, so annotate would keep nothing (test_lora covers a LoRA GRM).
     lora = {"r": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": "all-linear"}
     raw["train_policy"]["lora"] = lora
+    # The GRM's verdict read off its likelihoods in this process, its rewrites on a server.
+    raw["train_grm"]["error_step"] = "likelihood"
     config = tmp_path / "micro-openai.yaml"
     config.write_text(yaml.safe_dump(raw))
     workspace = tmp_path / "ws"
@@ -518,6 +520,15 @@ def test_micro_pipeline_end_to_end_on_launched_servers_with_lora(tmp_path):
     served = {r["model"] for r in greedy}
     assert {initial, grm, trained} <= served  # + train_grm's GRM, served from staging
     assert len(served) == 4
+    # annotate asked the GRM's server for rewrites only: one per incorrect sample whose
+    # likelihood verdict names a step it has, no verdict.
+    annotated = store.manifest(table["annotate"]["artifact"]).extra["metrics"]
+    no_rewrite = sum(
+        annotated[f"n_grm_miss_{reason}"]
+        for reason in ("unparsed", "judged_correct", "step_out_of_range")
+    )
+    assert annotated["n_grm_judged"] > 0
+    assert sum(r["model"] == grm for r in greedy) == annotated["n_grm_judged"] - no_rewrite
 
     # Evaluate's greedy answers are the hf backend's, token for token.
     data = store.path(table["data"]["artifact"])

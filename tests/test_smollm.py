@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from flows.fetch_model import MODELS, default_cache
+from rlmec_core.annotate import token_steps
 from rlmec_core.data.io import load_parquet
 from rlmec_core.logprobs import response_logprobs
 from rlmec_core.modeling import load_policy
@@ -136,6 +137,25 @@ def test_reference_logprobs_are_the_initial_policys_on_the_trained_ids(run) -> N
         with torch.no_grad():
             got = response_logprobs(model, ids, torch.ones_like(ids), mask)[0]
         torch.testing.assert_close(got, torch.tensor(row["ref_logprobs"]), atol=2e-3, rtol=0)
+
+
+def test_the_grms_error_step_is_the_step_of_its_first_penalised_token(run) -> None:
+    # train_grm.error_step: likelihood, on the real tokenizer: each kept wrong sample's GRM
+    # step is the step of its first token with a negative reward; the end-of-turn token
+    # belongs to no step.
+    _, tokenizer = load_policy(run["artifacts"]["train_grm"] / "model")
+    rows = list(load_parquet(run["artifacts"]["annotate"] / "rl_data.parquet"))
+    wrong = [row for row in rows if not row["correct"]]
+    assert wrong, "annotate kept no wrong sample"
+    for row in wrong:
+        steps = token_steps(tokenizer, row["prediction"], row["response_ids"])
+        assert steps[-1] is None  # <|im_end|>
+        penalised = [
+            s for s, r in zip(steps, row["rewards"], strict=True) if r < 0 and s is not None
+        ]
+        assert row["grm_error_step"] == penalised[0]
+    heldout = manifest(run["artifacts"]["train_grm"])["extra"]["metrics"]
+    assert 0 <= heldout["heldout_error_step_accuracy"] <= 1 and heldout["heldout_parse_rate"] == 1
 
 
 def test_the_lora_policy_is_merged_into_a_plain_model(run) -> None:
