@@ -35,6 +35,27 @@ def test_small_is_tiny_with_more_rl_data():
     assert small.collect.max_problems == 5 * tiny.collect.max_problems
 
 
+def test_smollm_ablation_is_smollm_with_a_converged_bootstrap_and_a_larger_test():
+    # The study's differences from the one-hour profile are the ones its header states.
+    run, study = (
+        load_config(REPO / "configs" / f"{n}.yaml") for n in ("smollm", "smollm-ablation")
+    )
+    assert study.data.synthetic.n_test >= 1000 and study.data.synthetic.n_dev >= 200
+    assert study.bootstrap.dev_patience is not None and run.bootstrap.dev_patience is None
+    assert study.collect.max_problems == study.data.synthetic.n_train
+    same = {"n_dev", "n_test"}
+    assert study.data.synthetic.model_dump(exclude=same) == run.data.synthetic.model_dump(
+        exclude=same
+    )
+    for section in ("prompts", "distill", "annotate", "evaluate", "verification"):
+        assert getattr(study, section) == getattr(run, section), section
+    ignore = {"timeout_seconds", "save_steps", "epochs", "dev_patience"}
+    assert study.bootstrap.model_dump(exclude=ignore) == run.bootstrap.model_dump(exclude=ignore)
+    for section in ("train_grm", "train_policy"):
+        ours, theirs = (getattr(c, section).model_dump(exclude=ignore) for c in (study, run))
+        assert ours == theirs, section
+
+
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "bad.yaml"
     path.write_text(text)
