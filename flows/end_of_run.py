@@ -47,7 +47,11 @@ DOCUMENTED: dict[str, tuple[str, ...]] = {
         "One run of configs/smollm.yaml on SmolLM2-135M-Instruct: README ('A real pretrained "
         "model') and docs/results.md §8 give this run's measured figures.",
         "Its comparison with the baselines is not measured yet; `rlmec ablate --config "
-        "configs/smollm.yaml` runs it.",
+        "configs/smollm-ablation.yaml` runs it (a converged bootstrap, 1,000 test problems).",
+    ),
+    "smollm-ablation": (
+        "configs/smollm-ablation.yaml is the study of RLMEC against its baselines on "
+        "SmolLM2-135M-Instruct: `rlmec tune`, then `rlmec ablate` on it (docs/results.md §8e).",
     ),
 }
 
