@@ -23,13 +23,17 @@ def annotate_task(ctx: RunContext, io: StageIO) -> StageResult:
     # Rewards and reference log-probs: always the exact HF forward passes.
     # Both models in the inference dtype (annotate.precision), on the GPU when there is one.
     loading = {"dtype": torch_dtype(cfg.precision), "device": inference_device()}
-    grm, tokenizer = load_policy(model_dir(io.inputs["grm"]), **loading)
-    style = prompt_style(tokenizer, ctx.config.prompts.format)
+    served_rewrites = ctx.config.generation.backend != "hf"
+    local = None  # this process's GRM; with a server and the generated verdict, loaded after it
+    if not served_rewrites or error_step == "likelihood":
+        local = load_policy(model_dir(io.inputs["grm"]), **loading)
     verdicts = None  # with a generation server, the GRM's rewrites come from there
-    if ctx.config.generation.backend != "hf":
+    if served_rewrites:
         incorrect = rows_for_grm(samples)
         steps = None
         if error_step == "likelihood":  # read off this process's forward pass
+            grm, tokenizer = local
+            style = prompt_style(tokenizer, ctx.config.prompts.format)
             steps, _ = likelihood_error_steps(
                 grm, tokenizer, incorrect, batch_size=cfg.batch_size, style=style
             )
@@ -43,6 +47,8 @@ def annotate_task(ctx: RunContext, io: StageIO) -> StageResult:
                 style=prompt_style(served[1], ctx.config.prompts.format),
                 error_steps=steps,
             )
+    grm, tokenizer = local or load_policy(model_dir(io.inputs["grm"]), **loading)
+    style = prompt_style(tokenizer, ctx.config.prompts.format)
     reference, _ = load_policy(model_dir(io.inputs["policy"]), **loading)
     rows, metrics = annotate_samples(
         samples,
