@@ -341,10 +341,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if evaluation:
         from flows.end_of_run import end_of_run_lines
         from rlmec_core.config import load_config
+        from storage import catalog
         from storage.store import ArtifactStore
 
-        table = ArtifactStore(args.workspace).path(evaluation["artifact"]) / "results.md"
-        print(f"\nEvaluation (greedy accuracy, %):\n{table.read_text(encoding='utf-8')}")
+        table = catalog.RESULTS_TABLE.read(
+            ArtifactStore(args.workspace).path(evaluation["artifact"])
+        )
+        print(f"\nEvaluation (greedy accuracy, %):\n{table}")
         print("\n".join(end_of_run_lines(load_config(args.config))))
     return 0
 

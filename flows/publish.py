@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 from mlflow.tracking import MlflowClient
@@ -16,6 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
 from rlmec_core.eval_table import BASELINE_POLICY
+from storage import catalog
 from tasks import tracking
 from tasks.context import RunContext
 
@@ -31,7 +31,7 @@ def promote_if_best(
     primary eval set beats the holder's. Returns whether the policy holds ``best``."""
     if policy is None or evaluation is None:
         return False
-    results = json.loads((ctx.store.path(evaluation["id"]) / "results.json").read_text())
+    results = catalog.RESULTS.read(ctx.store.path(evaluation["id"]))
     trained = [
         r for r in results if r["eval_set"] == PRIMARY_EVAL_SET and r["policy"] != BASELINE_POLICY
     ]
@@ -79,5 +79,5 @@ def publish_evaluation(ctx: RunContext, evaluation: dict | None) -> str | None:
     """The evaluate stage's table (its ``results.md``) as a markdown artifact."""
     if evaluation is None:
         return None
-    markdown = (ctx.store.path(evaluation["id"]) / "results.md").read_text(encoding="utf-8")
+    markdown = catalog.RESULTS_TABLE.read(ctx.store.path(evaluation["id"]))
     return publish_table(ctx, "evaluation", markdown)

@@ -21,6 +21,7 @@ from prefect.settings import get_current_settings
 from flows.environment import configure_project_logging
 from flows.run_records import INTERRUPTED, close_interrupted_runs
 from rlmec_core.config import STAGES, PipelineConfig
+from storage import catalog
 from storage.atomic import write_json_atomic
 from tasks import tracking
 from tasks.context import RunContext
@@ -115,7 +116,9 @@ class StageRunner:
             with contextlib.suppress(Exception):
                 self._record(StageReport(label, status, None, time.perf_counter() - started))
             raise
-        status = SKIPPED if ref["kind"] == "model_ref" else CACHED if cached else RAN
+        status = (
+            SKIPPED if ref["kind"] == catalog.EXTERNAL_MODEL_KIND else CACHED if cached else RAN
+        )
         seconds = time.perf_counter() - started
         peak = None
         if status == RAN:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
 
 from mlflow.tracking import MlflowClient
@@ -14,7 +13,7 @@ from flows.pipeline import policy_and_evaluation
 from flows.publish import publish_table
 from flows.runner import StageRunner
 from rlmec_core.config import PipelineConfig
-from storage.atomic import write_bytes_atomic, write_json_atomic
+from storage import catalog
 from storage.manifest import Provenance
 
 
@@ -45,7 +44,7 @@ def train_and_evaluate(
     ctx = dataclasses.replace(stages.ctx, config=variant_config)
     refs = policy_and_evaluation(stages, upstream, ctx=ctx, label=label + "]")
     evaluation = refs["evaluation"]
-    rows = json.loads((stages.ctx.store.path(evaluation["id"]) / "results.json").read_text())
+    rows = catalog.RESULTS.read(stages.ctx.store.path(evaluation["id"]))
     return {
         "variant": variant,
         "seed": seed,
@@ -76,8 +75,8 @@ def commit_summary(
     parents = [run["evaluation_artifact"] for run in runs]
     store = stages.ctx.store
     with store.staging() as out:
-        write_json_atomic(out / f"{kind}.json", payload)
-        write_bytes_atomic(out / f"{kind}.md", markdown.encode("utf-8"))
+        catalog.study_summary(kind).write(out, payload)
+        catalog.study_table(kind).write(out, markdown)
         manifest = store.commit(
             out,
             Provenance(

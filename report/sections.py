@@ -15,6 +15,7 @@ from typing import Any
 from report.data import ReportRun
 from report.unavailable import Unavailable
 from rlmec_core.eval_table import Table, ablation_table, results_table
+from storage import catalog
 
 ABLATION_TAG = "rlmec.ablation_artifact"  # set on an ablation's parent run (flows/ablation.py)
 TIMED = ("ran", "cached", "failed", "skipped")
@@ -101,7 +102,7 @@ def _read_json(path: Path) -> Any:
 
 def evaluation(run: ReportRun) -> dict[str, Any]:
     line = run.line("evaluate")
-    path = run.artifact_of(line) / "results.json"
+    path = catalog.RESULTS.path(run.artifact_of(line))
     summary = _read_json(path)
     if not isinstance(summary, list) or not summary:
         raise Unavailable(f"{path} holds no result rows")
@@ -123,7 +124,7 @@ def ablation(run: ReportRun) -> dict[str, Any]:
         if any("[" in line["stage"] for line in run.lines):
             raise Unavailable("this run trained ablation variants but did not finish its ablation")
         raise Unavailable("this run is not an ablation (`rlmec ablate` makes one)")
-    path = run.artifact_path(artifact_id) / "ablation.json"
+    path = catalog.study_summary("ablation").path(run.artifact_path(artifact_id))
     summary = _read_json(path).get("summary")
     if not summary:
         raise Unavailable(f"{path} has an empty summary")

@@ -11,6 +11,7 @@ from typing import Any
 
 from report.data import ReportRun
 from report.unavailable import Unavailable
+from storage import catalog
 
 MAX_SAMPLES = 8
 
@@ -84,7 +85,7 @@ def _read_rows(path: Path, columns: Sequence[str] | None = None) -> list[dict[st
 def _questions(run: ReportRun) -> dict[str, str]:
     """Questions by sample id, from the distilled rows: context, not essential."""
     try:
-        path = run.artifact("distill") / "distilled.parquet"
+        path = catalog.DISTILLED.path(run.artifact("distill"))
         return {r["sample_id"]: r["question"] for r in _read_rows(path, ["sample_id", "question"])}
     except Unavailable:
         return {}
@@ -129,7 +130,7 @@ def _sample(row: dict[str, Any], tokenizer: Any, question: str | None) -> Sample
 def token_rewards(run: ReportRun) -> dict[str, Any]:
     from tasks.models import load_tokenizer
 
-    rows = _read_rows(run.artifact("annotate") / "rl_data.parquet")
+    rows = _read_rows(catalog.RL_DATA.path(run.artifact("annotate")))
     wrong = [r for r in rows if not r.get("correct")]
     if not wrong:
         raise Unavailable("the annotate artifact holds no erroneous solution")

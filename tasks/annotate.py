@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from rlmec_core.annotate import annotate_samples, likelihood_error_steps, rows_for_grm
-from rlmec_core.data.io import load_parquet, save_parquet
 from rlmec_core.generation_server import open_generator
 from rlmec_core.grm import grm_rewrites
 from rlmec_core.modeling import load_policy
 from rlmec_core.precision import inference_device, torch_dtype
 from rlmec_core.prompt_format import prompt_style
 from rlmec_core.verification import Verifier
+from storage import catalog
 from tasks.context import RunContext
 from tasks.models import model_dir
 from tasks.stage import StageIO, StageResult, stage_task
@@ -19,7 +19,7 @@ from tasks.stage import StageIO, StageResult, stage_task
 def annotate_task(ctx: RunContext, io: StageIO) -> StageResult:
     cfg = ctx.config.annotate
     error_step = ctx.config.train_grm.error_step  # how the GRM names the first error step
-    samples = load_parquet(io.inputs["rewrites"] / "distilled.parquet")
+    samples = catalog.DISTILLED.read(io.inputs["rewrites"])
     # Rewards and reference log-probs: always the exact HF forward passes.
     # Both models in the inference dtype (annotate.precision), on the GPU when there is one.
     loading = {"dtype": torch_dtype(cfg.precision), "device": inference_device()}
@@ -64,7 +64,7 @@ def annotate_task(ctx: RunContext, io: StageIO) -> StageResult:
     )
     if len(rows) == 0:
         raise ValueError("annotate kept no sample: every incorrect sample's GRM rewrite missed")
-    save_parquet(rows, io.out / "rl_data.parquet")
+    catalog.RL_DATA.write(io.out, rows)
     # Reward quality, stated in the summary as well as logged: do rewards separate right
     # from wrong, and does the most penalised token sit in the teacher's first error step?
     quality = {

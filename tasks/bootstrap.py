@@ -7,14 +7,11 @@ import shutil
 
 from rlmec_core.bootstrap import bootstrap_policy
 from rlmec_core.config import PipelineConfig
-from rlmec_core.data.io import load_parquet
 from rlmec_core.trainers.lora import lora_summary
-from storage.atomic import write_json_atomic
+from storage import catalog
 from tasks.context import RunContext
-from tasks.models import MODEL_REF, model_source_key, resolve_model_source
+from tasks.models import model_source_key, resolve_model_source
 from tasks.stage import StageIO, StageResult, stage_task
-
-EXTERNAL_KIND = "model_ref"
 
 
 def policy_source_key(config: PipelineConfig) -> str:
@@ -34,18 +31,18 @@ def bootstrap_task(ctx: RunContext, io: StageIO) -> StageResult:
         source = {"model_source": folder["gguf"]} if "gguf" in folder else {}
         if cfg.epochs == 0 and source:
             # A dequantised GGUF lives in scratch: the artifact keeps its own copy.
-            shutil.copytree(path, io.out / "model")
+            shutil.copytree(path, catalog.MODEL_FOLDER.path(io.out))
             return StageResult(kind="policy", summary={"model_path": str(path), **source})
         if cfg.epochs == 0:
             # Nothing to train: record which folder is the policy, without copying weights.
-            write_json_atomic(io.out / MODEL_REF, folder)
-            return StageResult(kind=EXTERNAL_KIND, summary={"model_path": folder["path"]})
-    splits = {
-        split: load_parquet(io.inputs["data"] / f"{split}.parquet") for split in ("train", "dev")
-    }
+            catalog.MODEL_REF.write(io.out, folder)
+            return StageResult(
+                kind=catalog.EXTERNAL_MODEL_KIND, summary={"model_path": folder["path"]}
+            )
+    splits = {split: catalog.PROBLEMS[split].read(io.inputs["data"]) for split in ("train", "dev")}
     result = bootstrap_policy(
         splits,
-        io.out / "model",
+        catalog.MODEL_FOLDER.path(io.out),
         cfg,
         seed=ctx.config.run.seed if cfg.seed is None else cfg.seed,
         checkpoint_dir=io.scratch / "checkpoints",

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from rlmec_core.collect import collect_samples
-from rlmec_core.data.io import load_parquet, save_parquet
 from rlmec_core.generation_server import open_generator
 from rlmec_core.prompt_format import prompt_style
+from storage import catalog
 from tasks.context import RunContext
 from tasks.models import model_dir
 from tasks.stage import StageIO, StageResult, stage_task
@@ -14,7 +14,7 @@ from tasks.stage import StageIO, StageResult, stage_task
 @stage_task("collect")
 def collect_task(ctx: RunContext, io: StageIO) -> StageResult:
     cfg = ctx.config.collect
-    problems = load_parquet(io.inputs["data"] / "train.parquet")
+    problems = catalog.PROBLEMS["train"].read(io.inputs["data"])
     if cfg.max_problems is not None:
         problems = problems.select(range(min(cfg.max_problems, len(problems))))
     with open_generator(ctx.config.generation, model_dir(io.inputs["policy"])) as policy:
@@ -25,5 +25,5 @@ def collect_task(ctx: RunContext, io: StageIO) -> StageResult:
             seed=ctx.config.run.seed,
             style=prompt_style(policy[1], ctx.config.prompts.format),
         )
-    save_parquet(samples, io.out / "samples.parquet")
+    catalog.SAMPLES.write(io.out, samples)
     return StageResult(kind="samples", metrics=metrics, summary={"n_samples": len(samples)})

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 
 from rlmec_core.config import PipelineConfig
-from rlmec_core.data.io import save_parquet
 from rlmec_core.data.loaders import DataFormatError, load_eval_file
 from rlmec_core.data.synthetic import synthetic_splits
+from storage import catalog
 from storage.store import hash_file
 from tasks.context import RunContext
 from tasks.stage import StageIO, StageResult, stage_task
@@ -43,13 +43,13 @@ def data_task(ctx: RunContext, io: StageIO) -> StageResult:
             sources.append({"name": item.name, "path": str(path), "sha256": hash_file(path)})
     metrics: dict[str, float] = {}
     for split, dataset in splits.items():
-        save_parquet(dataset, io.out / f"{split}.parquet")
+        catalog.PROBLEMS[split].write(io.out, dataset)
         metrics[f"n_{split}"] = len(dataset)
     for item in cfg.eval_files:
         dataset = load_eval_file(ctx.config.resolve_path(item.path), item.format)
         if item.limit:
             dataset = dataset.select(range(min(item.limit, len(dataset))))
-        save_parquet(dataset, io.out / "eval" / f"{item.name}.parquet")
+        catalog.eval_set(item.name).write(io.out, dataset)
         metrics[f"n_eval_{item.name}"] = len(dataset)
     return StageResult(
         kind="dataset", metrics=metrics, summary={"splits": sorted(splits), "sources": sources}

@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.types.schema import AnyType, Array, ColSpec, DataType, Object, Property, Schema
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-from tasks.models import MODEL_REF
+from storage import catalog
 
 
 def log_dataset_inputs(
@@ -41,7 +41,7 @@ def log_dataset_inputs(
 
 
 def is_model_artifact(folder: Path) -> bool:
-    return (folder / "model").is_dir() or (folder / MODEL_REF).is_file()
+    return catalog.MODEL_FOLDER.path(folder).is_dir() or catalog.MODEL_REF.path(folder).is_file()
 
 
 def dataset_input(role: str, artifact_id: str, folder: Path, path: Path) -> DatasetInput:

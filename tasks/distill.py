@@ -5,10 +5,10 @@ from __future__ import annotations
 from datasets import Dataset
 
 from rlmec_core.config import ArithmeticTeacherSection, ChatTeacherSection
-from rlmec_core.data.io import load_parquet, save_parquet
 from rlmec_core.data.schema import DISTILLED_FEATURES
 from rlmec_core.distill import distill_metrics, distill_rewrites
 from rlmec_core.teachers.base import Teacher
+from storage import catalog
 from tasks.context import RunContext
 from tasks.models import load_tokenizer
 from tasks.stage import StageIO, StageResult, stage_task
@@ -29,7 +29,7 @@ def make_teacher(section: ArithmeticTeacherSection | ChatTeacherSection) -> tupl
 @stage_task("distill")
 def distill_task(ctx: RunContext, io: StageIO) -> StageResult:
     teacher, concurrency = make_teacher(ctx.config.distill.teacher)
-    samples = load_parquet(io.inputs["samples"] / "samples.parquet")
+    samples = catalog.SAMPLES.read(io.inputs["samples"])
     # Finished examples are appended to shards in scratch: a rerun continues from them.
     rows = distill_rewrites(
         samples,
@@ -44,7 +44,7 @@ def distill_task(ctx: RunContext, io: StageIO) -> StageResult:
         rows, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
     )
     # The GRM's training set is built (and saved) by train_grm, after its held-out split.
-    save_parquet(Dataset.from_list(rows, features=DISTILLED_FEATURES), io.out / "distilled.parquet")
+    catalog.DISTILLED.write(io.out, Dataset.from_list(rows, features=DISTILLED_FEATURES))
     # The teacher's config as lineage; a chat teacher's key is only ever named, never read here.
     teacher_config = ctx.config.distill.teacher.model_dump(mode="json")
     return StageResult(kind="rewrites", metrics=metrics, summary={"teacher": teacher_config})

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rlmec_core.data.io import load_parquet
 from rlmec_core.eval_table import evaluate_policies, results_table, summarize_results
 from rlmec_core.generation_server import open_generator
-from storage.atomic import write_bytes_atomic, write_json_atomic
+from storage import catalog
+from storage.atomic import write_json_atomic
 from tasks.context import RunContext
 from tasks.models import model_dir
 from tasks.stage import StageIO, StageResult, stage_task
@@ -18,10 +18,10 @@ def eval_sets(data_artifact: Path, split: str = "test") -> dict[str, list[dict]]
     """``test``: the synthetic test split and every held-out file the data stage loaded;
     ``dev``: the dev split alone (for choices, never for final numbers)."""
     if split == "dev":
-        return {"synthetic_dev": list(load_parquet(data_artifact / "dev.parquet"))}
-    sets = {"synthetic_test": list(load_parquet(data_artifact / "test.parquet"))}
-    for path in sorted((data_artifact / "eval").glob("*.parquet")):
-        sets[path.stem] = list(load_parquet(path))
+        return {"synthetic_dev": list(catalog.PROBLEMS["dev"].read(data_artifact))}
+    sets = {"synthetic_test": list(catalog.PROBLEMS["test"].read(data_artifact))}
+    for name in catalog.eval_set_names(data_artifact):
+        sets[name] = list(catalog.eval_set(name).read(data_artifact))
     return sets
 
 
@@ -61,10 +61,9 @@ def evaluate_task(ctx: RunContext, io: StageIO) -> StageResult:
         *_evaluate_one(ctx, io, "policy", variant, sets),
     ]
     summary = summarize_results(rows)
-    write_json_atomic(io.out / "results.json", summary)
-    write_json_atomic(io.out / "predictions.json", rows)
-    markdown = results_table(summary).to_markdown()
-    write_bytes_atomic(io.out / "results.md", markdown.encode("utf-8"))
+    catalog.RESULTS.write(io.out, summary)
+    catalog.PREDICTIONS.write(io.out, rows)
+    catalog.RESULTS_TABLE.write(io.out, results_table(summary).to_markdown())
     metrics = {f"{r['policy']}.{r['eval_set']}.accuracy": r["accuracy"] for r in summary}
     for r in summary:
         if "vs_baseline" in r:

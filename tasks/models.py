@@ -10,13 +10,14 @@ from typing import Any
 
 from filelock import FileLock
 
-MODEL_REF = "model_ref.json"
+from storage import catalog
+
 DEQUANTIZED = Path("scratch") / "dequantized"  # under the workspace: GGUF files as HF folders
 
 
 def model_dir(artifact: Path) -> Path:
     """The folder to load with ``from_pretrained`` for a model artifact."""
-    ref = artifact / MODEL_REF
+    ref = catalog.MODEL_REF.path(artifact)
     if ref.is_file():
         path = Path(json.loads(ref.read_text(encoding="utf-8"))["path"])
         if not (path / "config.json").is_file():
@@ -24,7 +25,8 @@ def model_dir(artifact: Path) -> Path:
                 f"{ref}: the referenced model folder {path} is gone or has no config.json"
             )
         return path
-    return artifact / "model" if (artifact / "model").is_dir() else artifact
+    folder = catalog.MODEL_FOLDER.path(artifact)
+    return folder if folder.is_dir() else artifact
 
 
 def describe_model_folder(path: Path, field: str = "bootstrap.model_path") -> dict:

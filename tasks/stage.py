@@ -22,6 +22,7 @@ from prefect.cache_policies import CachePolicy
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run, task_run
 
+from storage import catalog
 from storage.manifest import MANIFEST_NAME, Provenance
 from tasks import tracking
 from tasks.context import RunContext
@@ -210,7 +211,7 @@ def _execute(
         )
         client.log_artifact(run_id, str(store.path(manifest.id) / MANIFEST_NAME))
         if register_as is not None:
-            model_path = store.path(manifest.id) / "model"
+            model_path = catalog.MODEL_FOLDER.path(store.path(manifest.id))
             version = tracking.register_model(client, register_as, model_path, run_id, manifest.id)
             tracking.set_tags(
                 client, run_id, {"rlmec.registered_model": f"{register_as}/{version.version}"}

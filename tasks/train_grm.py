@@ -9,7 +9,6 @@ from datasets import Dataset
 
 from rlmec_core.annotate import likelihood_error_steps
 from rlmec_core.config import PipelineConfig
-from rlmec_core.data.io import load_parquet, save_parquet
 from rlmec_core.data.schema import DISTILLED_FEATURES
 from rlmec_core.generation_server import open_generator, require_launch
 from rlmec_core.grm import grm_metrics, grm_rewrites
@@ -20,6 +19,7 @@ from rlmec_core.prompt_format import prompt_style
 from rlmec_core.trainers.lora import lora_dtype, lora_summary
 from rlmec_core.trainers.sft import checkpoint_step, train_sft
 from rlmec_core.verification import Verifier
+from storage import catalog
 from tasks.context import RunContext
 from tasks.launch import is_main_process, launched
 from tasks.models import model_dir, model_source_key, resolve_model_source
@@ -79,7 +79,7 @@ def _train_grm(ctx: RunContext, io: StageIO) -> StageResult:
     """The stage in this process (one of several under ``accelerate launch``: rank 0 writes
     the artifact and evaluates the GRM)."""
     cfg = ctx.config.train_grm
-    distilled = list(load_parquet(io.inputs["rewrites"] / "distilled.parquet"))
+    distilled = list(catalog.DISTILLED.read(io.inputs["rewrites"]))
     train_rows, heldout = heldout_split(distilled, cfg.heldout_fraction, ctx.config.run.seed)
     if heldout:  # before training: the held-out evaluation generates with the new GRM
         require_launch(ctx.config.generation, "train_grm")
@@ -95,8 +95,8 @@ def _train_grm(ctx: RunContext, io: StageIO) -> StageResult:
         )
     if is_main_process():
         # Saved exactly as trained on and evaluated on, so the artifact states the GRM's data.
-        save_parquet(examples, io.out / "grm_train.parquet")
-        save_parquet(distilled_dataset(heldout), io.out / "grm_heldout.parquet")
+        catalog.GRM_TRAIN.write(io.out, examples)
+        catalog.GRM_HELDOUT.write(io.out, distilled_dataset(heldout))
     result = train_sft(
         model,
         tokenizer,
@@ -108,8 +108,8 @@ def _train_grm(ctx: RunContext, io: StageIO) -> StageResult:
     )
     if not is_main_process():
         return StageResult(kind="grm")
-    model.save_pretrained(io.out / "model")
-    tokenizer.save_pretrained(io.out / "model")
+    model.save_pretrained(catalog.MODEL_FOLDER.path(io.out))
+    tokenizer.save_pretrained(catalog.MODEL_FOLDER.path(io.out))
     history = result.pop("loss_history", [])
     metrics = {
         k: v for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)
@@ -130,7 +130,9 @@ def _train_grm(ctx: RunContext, io: StageIO) -> StageResult:
                 model, tokenizer, heldout, batch_size=cfg.eval_batch_size, style=style
             )
         loaded = (model, tokenizer)
-        with open_generator(ctx.config.generation, io.out / "model", loaded=loaded) as grm:
+        with open_generator(
+            ctx.config.generation, catalog.MODEL_FOLDER.path(io.out), loaded=loaded
+        ) as grm:
             verdicts = grm_rewrites(
                 *grm,
                 heldout,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from rlmec_core.data.io import load_parquet
 from rlmec_core.modeling import load_policy
 from rlmec_core.precision import torch_dtype
 from rlmec_core.prompt_format import prompt_style
 from rlmec_core.trainers.lora import lora_dtype, lora_summary
 from rlmec_core.trainers.rlmec_trainer import gold_sft_rows, train_policy
 from rlmec_core.trainers.sft import checkpoint_step
-from storage.atomic import write_json_atomic
+from storage import catalog
 from tasks.context import RunContext
 from tasks.launch import is_main_process, launched
 from tasks.models import model_dir
@@ -28,17 +27,17 @@ def _train_policy(ctx: RunContext, io: StageIO) -> StageResult:
     model, tokenizer = load_policy(
         model_dir(io.inputs["policy"]), dtype=lora_dtype(torch_dtype(cfg.precision), cfg.lora)
     )
-    rows = load_parquet(io.inputs["rl_data"] / "rl_data.parquet")
+    rows = catalog.RL_DATA.read(io.inputs["rl_data"])
     gold = None
     if cfg.variant == "gold_sft":  # the same problems' gold solutions
-        problems = load_parquet(io.inputs["data"] / "train.parquet")
+        problems = catalog.PROBLEMS["train"].read(io.inputs["data"])
         style = prompt_style(tokenizer, ctx.config.prompts.format)
         gold = gold_sft_rows(tokenizer, problems, rows["problem_id"], style)
     result = train_policy(model, tokenizer, rows, io.scratch / "checkpoints", cfg, gold=gold)
     if not is_main_process():  # rank 0 writes the artifact and reports the result
         return StageResult(kind="policy")
-    model.save_pretrained(io.out / "model")
-    tokenizer.save_pretrained(io.out / "model")
+    model.save_pretrained(catalog.MODEL_FOLDER.path(io.out))
+    tokenizer.save_pretrained(catalog.MODEL_FOLDER.path(io.out))
     series = {"train_loss": result.pop("loss_history", [])}
     for name, points in result.pop("term_histories", {}).items():
         series[name] = points
@@ -53,7 +52,7 @@ def _train_policy(ctx: RunContext, io: StageIO) -> StageResult:
         facts["lora"] = cfg.lora.model_dump(mode="json")
     if cfg.launcher.kind != "local":
         facts["processes"] = cfg.launcher.num_processes
-    write_json_atomic(io.out / "training.json", {"variant": cfg.variant, "seed": cfg.seed, **facts})
+    catalog.TRAINING.write(io.out, {"variant": cfg.variant, "seed": cfg.seed, **facts})
     metrics = {
         k: v for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)
     }

@@ -17,8 +17,9 @@ from rlmec_core.config import BootstrapSection, PipelineConfig
 from rlmec_core.data.io import save_parquet
 from rlmec_core.data.synthetic import synthetic_splits
 from rlmec_core.policy_prompt import format_policy_prompt
+from storage import catalog
 from tasks import bootstrap as _registers_the_stage  # noqa: F401
-from tasks.models import MODEL_REF, model_dir
+from tasks.models import model_dir
 from tasks.stage import StageIO, raw_stage_function
 from tests.chat_model import IM_END, save_chat_model
 
@@ -103,7 +104,7 @@ def test_the_stage_keeps_a_folder_reference_for_epochs_0_and_trains_otherwise(
     ctx, io = _stage(tmp_path, splits, {"model_path": str(model_folder), "epochs": 0})
     result = raw_stage_function("bootstrap")(ctx, io)
     assert result.kind == "model_ref" and result.summary == {"model_path": str(model_folder)}
-    assert json.loads((io.out / MODEL_REF).read_text())["path"] == str(model_folder)
+    assert json.loads(catalog.MODEL_REF.path(io.out).read_text())["path"] == str(model_folder)
     assert model_dir(io.out) == model_folder
 
     lora = {"r": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": "all-linear"}
