@@ -16,9 +16,9 @@ reference log-probs of the same ids after ``format_policy_prompt(x)`` (~40-70 to
 Methods, each run in its own fresh subprocess so memory peaks cannot mix, interleaved
 round by round (``--repeat`` rounds, the order rotated each round); figures are medians:
 
-- ``sequential``: ``annotate.sequential_response_logprobs`` (one unpadded sequence per
+- ``sequential``: ``tests.naive_logprobs.sequential_response_logprobs`` (one unpadded sequence per
   forward, full float32 log-softmax over the vocabulary): the reference;
-- ``batched``: ``annotate.batched_response_logprobs`` as stage 4 calls it (shared prompt
+- ``batched``: ``response_logprobs.batched_response_logprobs`` as stage 4 calls it (shared prompt
   prefixes run once, right-padded batches of the device's default token budget);
 - ``batched@N``: the same with a token budget of N positions per batch (``--budgets``);
 - ``batched, unshared``: the default budget without prefix sharing.
@@ -50,19 +50,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from rlmec_core.annotate import (  # noqa: E402
-    ACCELERATOR_TOKEN_BUDGET,
-    CPU_TOKEN_BUDGET,
-    batched_response_logprobs,
-    sequential_response_logprobs,
-    split_tokenize,
-)
 from rlmec_core.data.synthetic import generate_problem  # noqa: E402
 from rlmec_core.grm_data import rewrite_prompt  # noqa: E402
 from rlmec_core.modeling import build_tiny_llama  # noqa: E402
 from rlmec_core.policy_prompt import format_policy_prompt  # noqa: E402
+from rlmec_core.response_logprobs import (  # noqa: E402
+    ACCELERATOR_TOKEN_BUDGET,
+    CPU_TOKEN_BUDGET,
+    batched_response_logprobs,
+)
+from rlmec_core.response_tokens import split_tokenize  # noqa: E402
 from rlmec_core.rewards import token_rewards  # noqa: E402
 from rlmec_core.tokenizer import train_tokenizer  # noqa: E402
+from tests.naive_logprobs import sequential_response_logprobs  # noqa: E402
 
 TOLERANCE = 1e-4
 SEQUENTIAL, BATCHED, UNSHARED = "sequential", "batched", "batched, unshared"

@@ -76,7 +76,6 @@ def main() -> None:
     from transformers import Trainer, TrainingArguments
 
     from flows.fetch_model import default_cache
-    from rlmec_core.annotate import batched_response_logprobs
     from rlmec_core.config import LoraSection
     from rlmec_core.data.synthetic import synthetic_splits
     from rlmec_core.generation import generate_solutions
@@ -87,6 +86,7 @@ def main() -> None:
     from rlmec_core.modeling import load_policy
     from rlmec_core.policy_prompt import format_policy_prompt
     from rlmec_core.prompt_format import prompt_style
+    from rlmec_core.response_logprobs import batched_response_logprobs
     from rlmec_core.trainers.lean import IGNORE_INDEX, LeanCausalLMTrainer
     from rlmec_core.trainers.lora import wrap_lora
     from rlmec_core.trainers.sft import ResponseOnlyCollator

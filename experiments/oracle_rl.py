@@ -9,12 +9,14 @@ from common import *
 from datasets import Dataset
 from rapidfuzz.distance import Levenshtein
 
-from rlmec_core.annotate import batched_response_logprobs, dedup_correct, split_tokenize
+from rlmec_core.annotate import dedup_correct
 from rlmec_core.data.io import load_parquet, save_parquet
 from rlmec_core.data.schema import RL_FEATURES
 from rlmec_core.editing import minimum_edit_weights
 from rlmec_core.modeling import load_policy
 from rlmec_core.policy_prompt import format_policy_prompt
+from rlmec_core.response_logprobs import batched_response_logprobs
+from rlmec_core.response_tokens import split_tokenize
 
 samples = list(load_parquet(Path(sys.argv[1])))
 if len(sys.argv) > 4:

@@ -206,7 +206,7 @@ def first_unkept_step(token_probs: Sequence[float], token_steps: Sequence[int | 
     token the GRM would not keep after the rewrite prompt (``p_t < KEEP_THRESHOLD``: the
     first token annotate penalises), or -1 ("correct") when it would keep every token.
 
-    ``token_steps``: each token's step (``annotate.token_steps``); tokens in no step (blank
+    ``token_steps``: each token's step (``response_tokens.token_steps``); tokens in no step (blank
     lines, the end token) do not count, so a solution judged only by its end is "correct".
     """
     if len(token_probs) != len(token_steps):

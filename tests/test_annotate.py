@@ -9,23 +9,19 @@ import torch
 
 import rlmec_core.annotate as annotate_module
 import rlmec_core.grm as grm_module
-from rlmec_core.annotate import (
-    annotate_samples,
-    annotation_metrics,
-    batched_response_logprobs,
-    dedup_correct,
-    sequential_response_logprobs,
-    split_tokenize,
-    token_steps,
-)
+from rlmec_core.annotate import annotate_samples, dedup_correct
+from rlmec_core.annotate_metrics import annotation_metrics
 from rlmec_core.data.schema import RL_FEATURES
 from rlmec_core.editing import minimum_edit_weights
 from rlmec_core.grm import GrmVerdict
 from rlmec_core.grm_data import error_step_prompt, rewrite_prompt
 from rlmec_core.policy_prompt import format_policy_prompt
+from rlmec_core.response_logprobs import batched_response_logprobs
+from rlmec_core.response_tokens import split_tokenize, token_steps
 from rlmec_core.rewards import MAX_PENALTY, MAX_REWARD, token_rewards
 from rlmec_core.tokenizer import train_tokenizer
 from tests.apples import FIXED, GOLD, QUESTION, WRONG, distilled_row
+from tests.naive_logprobs import sequential_response_logprobs
 from tests.tiny_models import tiny_llama
 
 RIGHT = "3 + 2 = 5\nThe answer is 5"
@@ -237,26 +233,6 @@ def test_annotate_keeps_drops_and_lines_up_every_token(tokenizer, grm, ref, stub
     assert m["mean_reward_correct_token"] > 0.2
     # Its first penalised token of WRONG is the wrong "6" of step 1, the teacher's step.
     assert m["reward_quality_n"] == 2 and m["reward_quality_first"] == 1.0
-
-
-def test_instance_reward_mode_broadcasts_one_value(tokenizer, grm, ref, stub_grm):
-    ds, _ = annotate_samples(
-        _samples(),
-        grm,
-        ref,
-        tokenizer,
-        batch_size=4,
-        max_new_tokens=8,
-        reward_mode="instance",
-        progress=False,
-    )
-    for out in ds:
-        value = 0.5 if out["correct"] else -0.1
-        assert out["rewards"] == pytest.approx([value] * len(out["response_ids"]))
-    with pytest.raises(ValueError, match="reward_mode"):
-        annotate_samples(
-            _samples(), grm, ref, tokenizer, batch_size=1, max_new_tokens=1, reward_mode="tokens"
-        )
 
 
 def test_annotate_end_to_end_with_the_real_grm(tokenizer, grm, ref):

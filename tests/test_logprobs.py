@@ -10,14 +10,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import LlamaConfig, LlamaForCausalLM
 
-import rlmec_core.annotate as annotate_module
-from rlmec_core.annotate import (
-    _Batch,
-    _plan_batches,
-    _Prefix,
-    batched_response_logprobs,
-    sequential_response_logprobs,
-)
+import rlmec_core.batch_plan as batch_plan_module
+from rlmec_core.batch_plan import Batch as _Batch
+from rlmec_core.batch_plan import Prefix as _Prefix
+from rlmec_core.batch_plan import plan_batches as _plan_batches
 from rlmec_core.logprobs import (
     pack_response,
     position_ids_from_mask,
@@ -26,6 +22,8 @@ from rlmec_core.logprobs import (
     right_padded_response_logprobs,
     sequence_logprobs,
 )
+from rlmec_core.response_logprobs import batched_response_logprobs
+from tests.naive_logprobs import sequential_response_logprobs
 
 # (prompt ids, response ids); lengths differ so padding is exercised on both sides.
 PAIRS = [
@@ -304,7 +302,7 @@ def _check_plan(plan, prompts, responses, *, token_budget, max_rows, min_saving)
 @pytest.mark.parametrize(("token_budget", "max_rows"), [(1, 8), (40, 3), (120, 2), (10_000, 64)])
 @pytest.mark.parametrize("min_saving", [1, 16, 10_000])
 def test_plan_covers_every_pair_once_within_budget(monkeypatch, token_budget, max_rows, min_saving):
-    monkeypatch.setattr(annotate_module, "SHARED_PREFIX_MIN_SAVING", min_saving)
+    monkeypatch.setattr(batch_plan_module, "SHARED_PREFIX_MIN_SAVING", min_saving)
     prompts, responses = _prompts_with_shared_prefixes()
     plan = _plan_batches(prompts, responses, token_budget=token_budget, max_rows=max_rows)
     _check_plan(
@@ -330,17 +328,17 @@ def test_plan_keeps_the_last_token_of_a_shared_prompt_out(monkeypatch):
     # The reference policy's case: a problem's samples share their whole prompt.
     prompts = [[5, 6, 7, 8, 9]] * 4
     responses = [[10], [11, 12], [13], [14, 15, 16]]
-    monkeypatch.setattr(annotate_module, "SHARED_PREFIX_MIN_SAVING", 3 * 4)  # just enough
+    monkeypatch.setattr(batch_plan_module, "SHARED_PREFIX_MIN_SAVING", 3 * 4)  # just enough
     plan = _plan_batches(prompts, responses, token_budget=100, max_rows=8)
     assert plan == [_Prefix(None, 0, 0, 4), _Batch(0, 4, (3, 1, 0, 2), 4)]
-    monkeypatch.setattr(annotate_module, "SHARED_PREFIX_MIN_SAVING", 3 * 4 + 1)
+    monkeypatch.setattr(batch_plan_module, "SHARED_PREFIX_MIN_SAVING", 3 * 4 + 1)
     plan = _plan_batches(prompts, responses, token_budget=100, max_rows=8)
     assert plan == [_Batch(None, 0, (3, 1, 0, 2), 8)]
 
 
 @pytest.mark.parametrize("token_budget", [1, 60, 10_000])
 def test_batched_logprobs_share_prefixes_and_keep_the_order(model, monkeypatch, token_budget):
-    monkeypatch.setattr(annotate_module, "SHARED_PREFIX_MIN_SAVING", 8)
+    monkeypatch.setattr(batch_plan_module, "SHARED_PREFIX_MIN_SAVING", 8)
     prompts, responses = _prompts_with_shared_prefixes(seed=1)
     plan = _plan_batches(prompts, responses, token_budget=token_budget, max_rows=4)
     assert sum(isinstance(s, _Prefix) for s in plan) >= 3  # nested sharing is exercised

@@ -351,8 +351,8 @@ def test_gold_sft_trains_the_same_problems_gold_for_as_many_steps(tokenizer, rl_
     # Its rows: one per problem, the gold solution after the policy prompt, weight 1.
     gold = gold_sft_rows(tokenizer, PROBLEMS, ["p3", "p1", "p1"])
     assert len(gold) == 2
-    from rlmec_core.annotate import split_tokenize
     from rlmec_core.policy_prompt import format_policy_prompt
+    from rlmec_core.response_tokens import split_tokenize
 
     prompt, target = split_tokenize(
         tokenizer, format_policy_prompt(PROBLEMS[1]["question"]), PROBLEMS[1]["gold_solution"]

@@ -18,12 +18,12 @@ import torch
 import yaml
 
 from flows.fetch_model import MODELS, default_cache
-from rlmec_core.annotate import token_steps
 from rlmec_core.data.io import load_parquet
 from rlmec_core.logprobs import response_logprobs
 from rlmec_core.modeling import load_policy
 from rlmec_core.policy_prompt import format_policy_prompt
 from rlmec_core.prompt_format import prompt_style
+from rlmec_core.response_tokens import token_steps
 from tests.pipeline_helpers import REPO, run_cli, stage_table
 
 NAME = "smollm2-135m-instruct"

@@ -153,8 +153,8 @@ def gold_sft_rows(
     ``problems`` are data records (``id``, ``question``, ``gold_solution``); every id in
     ``problem_ids`` must be among them.
     """
-    from rlmec_core.annotate import split_tokenize  # the one tokenisation of targets
     from rlmec_core.policy_prompt import format_policy_prompt
+    from rlmec_core.response_tokens import split_tokenize  # the one tokenisation of targets
 
     by_id = {p["id"]: p for p in problems}
     wanted = sorted(set(problem_ids))
