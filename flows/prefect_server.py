@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import atexit
 import fcntl
+import functools
 import os
-import socket
+import signal
 import subprocess
 import sys
 import threading
@@ -24,15 +25,17 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tasks.time_limit import die_with_parent
+from rlmec_core.processes import die_with_parent, free_port
 
 PARENT_ENV = "RLMEC_SERVER_PARENT_PID"
+# SIGKILL: once the `rlmec` that started it is gone, the server serves no one.
+_die_with_rlmec = functools.partial(die_with_parent, signal.SIGKILL)
 
 
 def create_temporary_app():
     """The uvicorn factory: Prefect's API app as Prefect's own temporary server builds it
     (no UI, only the services an ephemeral server runs)."""
-    die_with_parent()  # also when Popen could not ask for it (threads were running)
+    _die_with_rlmec()  # also when Popen could not ask for it (threads were running)
     if os.environ.get(PARENT_ENV) not in (None, str(os.getppid())):
         os._exit(0)  # the `rlmec` that started it is already gone
     from prefect.server.api.server import create_app
@@ -90,7 +93,7 @@ def start_temporary_server() -> TemporaryServer | None:
     if settings.api.url or not settings.server.ephemeral.enabled:
         return None
     first_start = _lock_new_database(settings)
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [
             *(sys.executable, "-m", "uvicorn", "--factory", f"{__name__}:create_temporary_app"),
@@ -105,7 +108,7 @@ def start_temporary_server() -> TemporaryServer | None:
         stdout=None if os.environ.get("RLMEC_DEBUG") else subprocess.DEVNULL,
         stderr=None if os.environ.get("RLMEC_DEBUG") else subprocess.DEVNULL,
         # A killed `rlmec` leaves no server behind (preexec_fn is unsafe once threads run).
-        preexec_fn=die_with_parent if threading.active_count() == 1 else None,
+        preexec_fn=_die_with_rlmec if threading.active_count() == 1 else None,
     )
     server = TemporaryServer(
         process, port, settings.server.ephemeral.startup_timeout_seconds, first_start
@@ -153,12 +156,6 @@ def _use_api_url(url: str | None) -> None:
     else:
         os.environ["PREFECT_API_URL"] = url
     refresh_global_settings_context()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # Loopback: never through a proxy named in the environment.

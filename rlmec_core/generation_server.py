@@ -17,13 +17,12 @@ the HF forward pass that training uses (see ``annotate``).
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import functools
 import logging
 import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from rlmec_core.openai_client import EndpointError, OpenAIEndpoint, Retryable
+from rlmec_core.processes import die_with_parent, free_port
 from rlmec_core.progress import Progress
 from rlmec_core.prompt_format import end_of_turn_id
 
@@ -157,16 +157,9 @@ class ServedModel:
 # ---------------------------------------------------------------- launching a server
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    """In the server's process: get SIGTERM when the stage's process dies (no orphans)."""
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+# In the server's process: SIGTERM when the stage's process dies (no orphans), not SIGKILL,
+# so that the server can shut down, its own worker processes included.
+_die_with_stage = functools.partial(die_with_parent, signal.SIGTERM)
 
 
 def launch_argv(launch: str, *, model_dir: Path, port: int | None, model: str) -> list[str]:
@@ -266,7 +259,7 @@ def served_endpoint(settings: GenerationSection, model_dir: Path) -> Iterator[Op
         yield endpoint
         return
 
-    port = _free_port() if "{port}" in settings.base_url else urlparse(settings.base_url).port
+    port = free_port() if "{port}" in settings.base_url else urlparse(settings.base_url).port
     base_url = settings.base_url.replace("{port}", str(port))
     endpoint = _endpoint(settings, base_url, model)  # reads the key before anything starts
     argv = launch_argv(settings.launch, model_dir=model_dir, port=port, model=model)
@@ -282,7 +275,7 @@ def served_endpoint(settings: GenerationSection, model_dir: Path) -> Iterator[Op
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # its own process group, stopped as one
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=_die_with_stage,
                 )
             except OSError as exc:
                 raise endpoint.error_type(
@@ -344,17 +337,6 @@ def require_launch(settings: GenerationSection, stage: str) -> None:
         )
 
 
-def load_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
-    """A model folder's tokenizer, set up as ``modeling.load_policy`` sets it up."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
-    return tokenizer
-
-
 def eos_token_ids(model_dir: Path, tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """The folder's EOS ids: its generation config's, else the tokenizer's."""
     from transformers import GenerationConfig
@@ -394,7 +376,9 @@ def open_generator(
         return
     if stage is not None:
         require_launch(settings, stage)
-    tokenizer = loaded[1] if loaded is not None else load_tokenizer(model_dir)
+    from rlmec_core.modeling import load_generation_tokenizer
+
+    tokenizer = loaded[1] if loaded is not None else load_generation_tokenizer(model_dir)
     # Where the hf path stops (``modeling.load_policy``): the folder's EOS ids, plus the
     # chat template's end-of-turn token, which a server learns only from the request.
     stops = eos_token_ids(model_dir, tokenizer)

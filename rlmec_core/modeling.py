@@ -73,10 +73,7 @@ def load_policy(
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: not a model directory (no config.json)")
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
+    tokenizer = load_generation_tokenizer(path)
     kwargs = {"dtype": dtype} if dtype is not None else {}
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **kwargs)
     if device is not None:
@@ -85,6 +82,16 @@ def load_policy(
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     stop_at_end_of_turn(model, tokenizer)
     return model, tokenizer
+
+
+def load_generation_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+    """A model folder's tokenizer set up for batched generation: left padding, and the EOS
+    token as padding when the model ships without a pad token."""
+    tokenizer = AutoTokenizer.from_pretrained(Path(path), local_files_only=True)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
 
 
 def stop_at_end_of_turn(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:

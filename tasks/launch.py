@@ -16,7 +16,8 @@ lineage and MLflow records are those of a local run. Checkpoints go to the stage
 folder as always, so a rerun resumes (with the same ``num_processes``: it is part of the
 cache key). On a machine without CUDA the workers use the CPU and gloo.
 
-The workers' log records come back over the launcher's output, one line each, and are
+The workers' log records come back over the launcher's output, one line each
+(``rlmec_core.processes.encode_record``), and are
 logged here under their own logger names, so they become the task run's logs. Launcher
 and workers die with their parent, like a time-limited stage's child process.
 """
@@ -27,7 +28,7 @@ import importlib
 import json
 import logging
 import os
-import socket
+import signal
 import subprocess
 import sys
 import traceback
@@ -38,12 +39,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from tasks.time_limit import die_with_parent
+from rlmec_core.processes import (
+    RecordLineFormatter,
+    decode_record,
+    die_with_parent,
+    free_port,
+    handle_in_parent,
+)
 
 # Set in the workers' environment: the stage function runs its body instead of launching.
 CHILD_ENV = "RLMEC_LAUNCHED_STAGE"
-# A worker's log line: marker, level number, logger name, JSON-encoded message.
-LOG_MARKER = "rlmec-log"
 OUTPUT_TAIL_LINES = 60
 
 logger = logging.getLogger(__name__)
@@ -69,12 +74,6 @@ def launched(
 
 
 # ------------------------------------------------------------------------ parent side
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def accelerate_options(
@@ -131,16 +130,11 @@ def _payload(stage: str, ctx: Any, io: Any) -> dict[str, Any]:
 
 def _relay(line: str) -> None:
     """One line of the launcher's output, logged here (a worker's record under its name)."""
-    parts = line.split("\t", 3)
-    if len(parts) == 4 and parts[0] == LOG_MARKER:
-        try:
-            level, name, message = int(parts[1]), parts[2], json.loads(parts[3])
-        except ValueError:
-            pass
-        else:
-            logging.getLogger(name).log(level, "%s", message)
-            return
-    if line.strip():
+    record = decode_record(line)
+    if record is not None:
+        # Workers get this process's level for rlmec_core and tasks only: levels apply here.
+        handle_in_parent(record, apply_levels=True)
+    elif line.strip():
         logger.info("%s", line)
 
 
@@ -161,7 +155,7 @@ def launch_stage(stage: str, ctx: Any, io: Any, launcher: Any, precision: str) -
     config_file = (
         ctx.config.resolve_path(launcher.config_file) if launcher.config_file is not None else None
     )
-    options = accelerate_options(launcher, resolve_precision(precision), config_file, _free_port())
+    options = accelerate_options(launcher, resolve_precision(precision), config_file, free_port())
     command = [
         sys.executable,
         "-m",
@@ -223,18 +217,10 @@ def launch_stage(stage: str, ctx: Any, io: Any, launcher: Any, precision: str) -
 # ------------------------------------------------------------------------ child side
 
 
-class _LineFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        if record.exc_info:
-            message = f"{message}\n{self.formatException(record.exc_info)}"
-        return f"{LOG_MARKER}\t{record.levelno}\t{record.name}\t{json.dumps(message)}"
-
-
 def _configure_worker_logging(level: int) -> None:
     """Rank 0's records at the parent's level, other ranks' warnings, one line each."""
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(_LineFormatter())
+    handler.setFormatter(RecordLineFormatter())
     root = logging.getLogger()
     root.handlers = [handler]
     worker_level = level if is_main_process() else max(level, logging.WARNING)
@@ -263,7 +249,7 @@ def _rebuild(payload: dict[str, Any]) -> tuple[Any, Any]:
 
 def run_worker(stage: str, payload_path: str) -> int:
     """One launched process: run the stage's function; rank 0 writes the result."""
-    die_with_parent()
+    die_with_parent(signal.SIGKILL)  # nothing to clean up: its checkpoints are on disk
     payload = json.loads(Path(payload_path).read_text(encoding="utf-8"))
     _configure_worker_logging(int(payload.get("log_level", logging.INFO)))
     os.environ[CHILD_ENV] = stage
@@ -291,7 +277,7 @@ def run_worker(stage: str, payload_path: str) -> int:
 
 def run_launcher(options: list[str]) -> int:
     """``accelerate launch`` in this process, which dies with its parent."""
-    die_with_parent()
+    die_with_parent(signal.SIGKILL)  # and its workers with it, by their own death signal
     from accelerate.commands.launch import launch_command, launch_command_parser
 
     launch_command(launch_command_parser().parse_args(options))

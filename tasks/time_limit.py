@@ -12,7 +12,6 @@ Prefect's run context is: they become the task run's logs like those of any othe
 from __future__ import annotations
 
 import base64
-import ctypes
 import importlib
 import json
 import logging
@@ -29,6 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from rlmec_core.processes import die_with_parent, handle_in_parent
 from tasks.peak_memory import peak_rss_mib
 from tasks.stage_registry import raw_stage_function, stage_module
 
@@ -52,15 +52,6 @@ def _pickled(exc: BaseException) -> str | None:
     return base64.b64encode(blob).decode("ascii")
 
 
-def die_with_parent() -> None:
-    """In a child: be killed when the parent dies (a killed pipeline leaves no orphans)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 def _send_logs_to_parent(log_queue: Any, levels: dict[str, int]) -> None:
     """Every record goes to the parent, and only there: no console or API handler here."""
     from prefect.logging.handlers import APILogHandler
@@ -81,7 +72,7 @@ def _loggers() -> list[logging.Logger]:
 def _child_main(
     module: str, stage: str, ctx: Any, io: Any, result_path: str, log_queue: Any, levels: dict
 ) -> None:
-    die_with_parent()
+    die_with_parent(signal.SIGKILL)  # as at its deadline: its resumable state is on disk
     importlib.import_module(module)  # registers the stage's function (and imports Prefect)
     _send_logs_to_parent(log_queue, levels)
     try:
@@ -103,7 +94,7 @@ def _relay_logs(log_queue: Any, wait: float) -> None:
     try:
         record = log_queue.get(timeout=wait)
         while True:
-            logging.getLogger(record.name).handle(record)
+            handle_in_parent(record)  # the child had all of this process's levels
             record = log_queue.get_nowait()
     except (queue.Empty, EOFError, OSError):
         pass
@@ -120,6 +111,7 @@ def run_with_time_limit(stage: str, ctx: Any, io: Any, seconds: float) -> dict[s
     result_path = io.scratch / f"child-result-{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
     result_path.unlink(missing_ok=True)
     spawn = multiprocessing.get_context("spawn")
+    # A queue, not launch's output lines: a spawned child has no stdout pipe of ours.
     log_queue = spawn.Queue()
     process = spawn.Process(
         target=_child_main,
