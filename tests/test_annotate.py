@@ -21,6 +21,7 @@ from rlmec_core.response_tokens import split_tokenize, token_steps
 from rlmec_core.rewards import MAX_PENALTY, MAX_REWARD, token_rewards
 from rlmec_core.tokenizer import train_tokenizer
 from tests.apples import FIXED, GOLD, QUESTION, WRONG, distilled_row
+from tests.logprob_checks import assert_batched_equal_sequential
 from tests.naive_logprobs import sequential_response_logprobs
 from tests.tiny_models import tiny_llama
 
@@ -94,22 +95,10 @@ def test_batched_logprobs_equal_one_sequence_at_a_time(tokenizer, grm, batch_siz
     texts = [QUESTION, WRONG, "3 + 2", FIXED, "5"]
     prompts = [tokenizer(format_policy_prompt(t))["input_ids"] for t in texts]
     responses = [[*_ids(tokenizer, t), tokenizer.eos_token_id] for t in reversed(texts)]
-    grm.train()  # the helper evaluates without dropout and restores the mode
-    batched = batched_response_logprobs(
-        grm,
-        prompts,
-        responses,
-        pad_id=tokenizer.pad_token_id,
-        batch_size=batch_size,
-        chunk_size=7,
+    batched = assert_batched_equal_sequential(
+        grm, prompts, responses, pad_id=tokenizer.pad_token_id, batch_size=batch_size, chunk_size=7
     )
-    assert grm.training
-    grm.eval()
-    single = sequential_response_logprobs(grm, prompts, responses)
-    for got, want, response in zip(batched, single, responses, strict=True):
-        assert len(got) == len(want) == len(response)
-        assert got == pytest.approx(want, abs=1e-5)
-        assert all(v <= 0 for v in got)
+    assert all(v <= 0 for got in batched for v in got)
 
 
 def test_batched_logprobs_refuse_an_empty_prompt(tokenizer, ref):

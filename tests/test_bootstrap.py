@@ -10,53 +10,15 @@ from datasets import DatasetDict
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rlmec_core.bootstrap import bootstrap_policy
-from rlmec_core.config import BootstrapSection, TrainingSection
-from rlmec_core.data.synthetic import synthetic_splits
+from rlmec_core.config import TrainingSection
 from rlmec_core.policy_prompt import format_policy_prompt
-from rlmec_core.tokenizer import train_tokenizer
 from rlmec_core.trainers.sft import (
     IGNORE_INDEX,
     ResponseOnlyCollator,
     tokenize_example,
     train_sft,
 )
-from tests.tiny_models import tiny_llama
-
-MICRO = BootstrapSection(
-    vocab_size=300,
-    hidden_size=32,
-    num_layers=1,
-    num_heads=2,
-    intermediate_size=64,
-    max_position_embeddings=512,
-    epochs=1.0,
-    learning_rate=3e-3,
-    batch_size=16,
-    save_steps=2,
-    logging_steps=1,
-    eval_max_new_tokens=24,
-    eval_batch_size=16,
-)
-
-
-@pytest.fixture(scope="module")
-def micro_splits():
-    return synthetic_splits(seed=0, n_train=64, n_dev=16, n_test=16)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(micro_splits):
-    train = micro_splits["train"]
-    pairs = zip(train["question"], train["gold_solution"], strict=True)
-    return train_tokenizer([format_policy_prompt(q) + s for q, s in pairs], vocab_size=300)
-
-
-def _examples(splits, n):
-    rows = splits["train"].select(range(n))
-    return [
-        {"prompt": format_policy_prompt(r["question"]), "response": r["gold_solution"]}
-        for r in rows
-    ]
+from tests.micro_sft import MICRO, one_layer_llama, sft_examples
 
 
 def test_micro_bootstrap_saves_a_loadable_policy(micro_splits, tmp_path):
@@ -97,29 +59,24 @@ def test_bootstrap_needs_train_and_dev(micro_splits, tmp_path):
         )
 
 
-def test_loss_is_on_response_tokens_only(tokenizer):
-    row = tokenize_example(tokenizer, "Question: q\nAnswer:\n", "The answer is 5", 512)
-    prompt_len = len(tokenizer("Question: q\nAnswer:\n")["input_ids"])
-    response_ids = tokenizer("The answer is 5", add_special_tokens=False)["input_ids"]
-    assert row["input_ids"] == tokenizer("Question: q\nAnswer:\n")["input_ids"] + response_ids + [
-        tokenizer.eos_token_id
-    ]
-    assert row["labels"] == [IGNORE_INDEX] * prompt_len + response_ids + [tokenizer.eos_token_id]
+def test_loss_is_on_response_tokens_only(micro_tokenizer):
+    row = tokenize_example(micro_tokenizer, "Question: q\nAnswer:\n", "The answer is 5", 512)
+    prompt_ids = micro_tokenizer("Question: q\nAnswer:\n")["input_ids"]
+    response_ids = micro_tokenizer("The answer is 5", add_special_tokens=False)["input_ids"]
+    eos = [micro_tokenizer.eos_token_id]
+    assert row["input_ids"] == prompt_ids + response_ids + eos
+    assert row["labels"] == [IGNORE_INDEX] * len(prompt_ids) + response_ids + eos
 
-    short = tokenize_example(tokenizer, "Question: q\nAnswer:\n", "x", 3)
-    batch = ResponseOnlyCollator(tokenizer.pad_token_id)([row, short])
+    short = tokenize_example(micro_tokenizer, "Question: q\nAnswer:\n", "x", 3)
+    batch = ResponseOnlyCollator(micro_tokenizer.pad_token_id)([row, short])
     assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
     assert batch["labels"][1].tolist() == [IGNORE_INDEX] * batch["labels"].shape[1]
     assert batch["attention_mask"][1].sum() == 3
-    assert (batch["input_ids"][1, 3:] == tokenizer.pad_token_id).all()
+    assert (batch["input_ids"][1, 3:] == micro_tokenizer.pad_token_id).all()
 
 
-def _tiny_model(tokenizer):
-    return tiny_llama(tokenizer, layers=1)
-
-
-def test_sft_resumes_from_the_last_checkpoint(micro_splits, tokenizer, tmp_path):
-    examples = _examples(micro_splits, 32)
+def test_sft_resumes_from_the_last_checkpoint(micro_splits, micro_tokenizer, tmp_path):
+    examples = sft_examples(micro_splits, 32)
     training = TrainingSection(
         epochs=1.0,
         learning_rate=3e-3,
@@ -130,16 +87,16 @@ def test_sft_resumes_from_the_last_checkpoint(micro_splits, tokenizer, tmp_path)
         save_total_limit=None,
         logging_steps=1,
     )
-    full_model = _tiny_model(tokenizer)
-    full = train_sft(full_model, tokenizer, examples, tmp_path / "full", training, seed=0)
+    full_model = one_layer_llama(micro_tokenizer)
+    full = train_sft(full_model, micro_tokenizer, examples, tmp_path / "full", training, seed=0)
     assert full["steps"] == 8
     assert [step for step, _ in full["loss_history"]] == list(range(1, 9))
 
     # Simulate a run killed after step 3: only checkpoint-3 survives.
     run_dir = tmp_path / "run"
     shutil.copytree(tmp_path / "full" / "checkpoint-3", run_dir / "checkpoint-3")
-    resumed_model = _tiny_model(tokenizer)
-    resumed = train_sft(resumed_model, tokenizer, examples, run_dir, training, seed=0)
+    resumed_model = one_layer_llama(micro_tokenizer)
+    resumed = train_sft(resumed_model, micro_tokenizer, examples, run_dir, training, seed=0)
     assert resumed["resumed_from"].endswith("checkpoint-3")
     assert resumed["steps"] == 8
     assert [step for step, _ in resumed["loss_history"]] == list(range(1, 9))
@@ -152,11 +109,11 @@ def test_sft_resumes_from_the_last_checkpoint(micro_splits, tokenizer, tmp_path)
     assert (run_dir / "checkpoint-8").is_dir()
 
 
-def test_sft_rejects_malformed_examples(tokenizer, tmp_path):
+def test_sft_rejects_malformed_examples(micro_tokenizer, tmp_path):
     with pytest.raises(ValueError, match="example 1 has no string field 'response'"):
         train_sft(
-            _tiny_model(tokenizer),
-            tokenizer,
+            one_layer_llama(micro_tokenizer),
+            micro_tokenizer,
             [{"prompt": "a", "response": "b"}, {"prompt": "a"}],
             tmp_path,
             TrainingSection(epochs=1, learning_rate=1e-3, batch_size=2, warmup_ratio=0.0),

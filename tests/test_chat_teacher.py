@@ -25,6 +25,7 @@ from tests.teacher_server import (
     parse_teacher_request,
     qa_oracle,
 )
+from tests.verdicts import READ_ALIKE
 
 KEY_ENV = "RLMEC_TEST_TEACHER_KEY"
 SECRET = "sk-test-0123456789abcdefSECRET"
@@ -106,23 +107,17 @@ def test_first_error_prompt_numbers_the_steps_and_has_one_worked_example():
     )
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("The first error step is [2]", 2),
-        ("Let me check.\n**The first error step is [3].**", 3),
-        ("The first error step: Step 4", 4),
-        ("first erroneous step is 0", 0),
-        ("The prediction is correct.", -1),
-        ("After checking, the solution is correct and has no errors.", -1),
-        ("The mistake happens in Step 2.", 2),
-        ("Step [1] is wrong.", 1),
-        ("The prediction is incorrect.", None),
-        ("Steps [1] and [2] both look wrong.", None),
-        ("The prediction is correct up to step [1], then step [2] is wrong.", None),
-        ("lorem ipsum", None),
-    ],
-)
+# Where the teacher's parser differs from the GRM's: it knows other words for the error and
+# a bare "Step 2", and reads no step from a reply that names two (the GRM's takes the first).
+TEACHER_ONLY = [
+    ("first erroneous step is 0", 0),
+    ("The mistake happens in Step 2.", 2),
+    ("Steps [1] and [2] both look wrong.", None),
+    ("The prediction is correct up to step [1], then step [2] is wrong.", None),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), READ_ALIKE + TEACHER_ONLY)
 def test_parse_first_error_step(text, expected):
     assert parse_first_error_step(text) == expected
 

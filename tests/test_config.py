@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from rlmec_core.config import STAGES, ConfigError, PipelineConfig, load_config
+from flows.fetch_model import MODELS, default_cache
+from rlmec_core.config import STAGES, VARIANTS, ConfigError, PipelineConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -13,8 +14,80 @@ SHIPPED = sorted(path.stem for path in (REPO / "configs").glob("*.yaml"))
 STUDY = sorted(path.stem for path in (REPO / "experiments" / "configs").glob("*.yaml"))
 
 
-def test_every_shipped_config_is_checked():
-    assert {"tiny", "micro", "small", "gsm8k-instruct"} <= set(SHIPPED)
+def shipped(name: str) -> PipelineConfig:
+    return load_config(REPO / "configs" / f"{name}.yaml")
+
+
+def test_tiny_is_the_offline_run_its_header_describes():
+    config = shipped("tiny")
+    # A tiny Llama trained here, an arithmetic teacher, decoding in process: no hub, no GPU.
+    assert config.bootstrap.model_path is None and config.bootstrap.epochs > 0
+    assert config.distill.teacher.kind == "arithmetic"
+    assert config.generation.backend == "hf"
+    assert config.tracking.mlflow_tracking_uri is None  # sqlite in the workspace
+    # Each variant's learning rate, the best of `rlmec tune`'s grid 1e-5 3e-5 1e-4 3e-4.
+    rates = config.train_policy.variant_learning_rates
+    assert set(rates) == set(VARIANTS)
+    assert set(rates.values()) <= {1e-5, 3e-5, 1e-4, 3e-4}
+
+
+def test_small_keeps_the_choices_its_comments_cite():
+    config = shipped("small")
+    assert config.train_grm.epochs == 3
+    policy = config.train_policy
+    assert (policy.learning_rate, policy.rl_normalizer) == (3e-4, "response_tokens")
+    assert policy.variant_learning_rates == {"no_imitation": 1e-5}
+    assert policy.for_variant("no_imitation").learning_rate == 1e-5
+    assert policy.for_variant("rlmec").learning_rate == 3e-4
+
+
+def test_micro_exercises_the_paths_its_comments_promise():
+    config = shipped("micro")
+    assert config.train_grm.epochs == 32
+    assert config.train_grm.timeout_seconds is not None  # a child process under a time limit
+    assert config.verification.steps == "equations"
+    assert config.resolve_path(config.data.eval_files[0].path).parent == REPO / "tests/fixtures"
+
+
+def test_gsm8k_instruct_trains_as_the_method_on_four_processes():
+    config = shipped("gsm8k-instruct")
+    assert config.prompts.format == "chat" and config.bootstrap.epochs == 1
+    teacher = config.distill.teacher
+    assert teacher.kind == "chat" and teacher.api_key_env == "OPENAI_API_KEY"
+    for section, epochs, rate in ((config.train_grm, 3, 2e-5), (config.train_policy, 3, 5e-6)):
+        assert (section.epochs, section.learning_rate) == (epochs, rate)
+        assert (section.lr_scheduler, section.warmup_ratio) == ("cosine", 0.03)
+        assert section.precision == "auto"  # bf16 where the GPU has it
+        launcher = section.launcher
+        assert (launcher.kind, launcher.num_processes) == ("accelerate", 4)
+        assert config.resolve_path(launcher.config_file).is_file()
+    grm = config.train_grm
+    assert grm.batch_size * grm.gradient_accumulation_steps * grm.launcher.num_processes == 64
+
+
+@pytest.mark.parametrize("name", ["smollm", "smollm-ablation", "smollm-micro"])
+def test_smollm_profiles_start_from_the_model_fetch_model_writes(name, monkeypatch):
+    monkeypatch.delenv("RLMEC_MODEL_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    config = shipped(name)
+    fetched = default_cache() / "smollm2-135m-instruct"
+    assert "smollm2-135m-instruct" in MODELS
+    assert config.resolve_path(config.bootstrap.model_path) == fetched
+    assert config.prompts.format == "chat"
+    assert config.train_grm.error_step == "likelihood"
+    assert config.train_policy.rl_normalizer == "response_tokens"
+
+
+def test_smollm_grm_starts_from_the_policy_but_smollm_micro_from_the_base_model():
+    # smollm: "policy and GRM both start from it" (init_from None: the initial policy);
+    # smollm-micro: the base model's GGUF folder, to exercise init_from, with LoRA.
+    assert shipped("smollm").train_grm.init_from is None
+    micro = shipped("smollm-micro")
+    assert micro.resolve_path(micro.train_grm.init_from) == micro.resolve_path(
+        micro.bootstrap.model_path
+    )
+    assert micro.train_policy.lora is not None
+    assert micro.verification.steps == "equations"
 
 
 @pytest.mark.parametrize(

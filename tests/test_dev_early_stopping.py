@@ -12,30 +12,15 @@ from safetensors.torch import load_file
 
 from rlmec_core.bootstrap import bootstrap_policy
 from rlmec_core.config import BootstrapSection, TrainingSection
-from rlmec_core.data.synthetic import synthetic_splits
-from rlmec_core.policy_prompt import format_policy_prompt
-from rlmec_core.tokenizer import train_tokenizer
 from rlmec_core.trainers.dev_curve import DevEarlyStopping, epochs_since_best
 from rlmec_core.trainers.sft import train_sft
-from tests.test_bootstrap import MICRO, _examples, _tiny_model
+from tests.micro_sft import MICRO, one_layer_llama, sft_examples
 
 TRAINING = TrainingSection(
     epochs=5.0, learning_rate=3e-3, batch_size=8, max_length=512, logging_steps=1,
     save_total_limit=1, lr_scheduler="constant",
 )  # fmt: skip
 STEPS_PER_EPOCH = 2  # 16 examples, batch 8
-
-
-@pytest.fixture(scope="module")
-def micro_splits():
-    return synthetic_splits(seed=0, n_train=64, n_dev=16, n_test=16)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(micro_splits):
-    train = micro_splits["train"]
-    pairs = zip(train["question"], train["gold_solution"], strict=True)
-    return train_tokenizer([format_policy_prompt(q) + s for q, s in pairs], vocab_size=300)
 
 
 class Scripted:
@@ -61,12 +46,12 @@ def test_epochs_since_best_counts_from_the_first_best():
     assert epochs_since_best([]) == 0
 
 
-def test_stops_after_patience_and_keeps_the_best_epoch(micro_splits, tokenizer, tmp_path):
-    examples = _examples(micro_splits, 16)
+def test_stops_after_patience_and_keeps_the_best_epoch(micro_splits, micro_tokenizer, tmp_path):
+    examples = sft_examples(micro_splits, 16)
     metric = Scripted([0.2, 0.5, 0.4, 0.3, 0.9])
-    model = _tiny_model(tokenizer)
+    model = one_layer_llama(micro_tokenizer)
     result = train_sft(
-        model, tokenizer, examples, tmp_path / "run", TRAINING, seed=0,
+        model, micro_tokenizer, examples, tmp_path / "run", TRAINING, seed=0,
         early_stopping=DevEarlyStopping(metric, patience=2),
     )  # fmt: skip
     # Epoch 2 is best; epochs 3 and 4 do not beat it: stop after 4 of the 5 epochs.
@@ -83,9 +68,9 @@ def test_stops_after_patience_and_keeps_the_best_epoch(micro_splits, tokenizer, 
 
     # Run again: it had stopped, so it trains no step more and gives the same weights back.
     again_metric = Scripted([1.0])
-    again = _tiny_model(tokenizer)
+    again = one_layer_llama(micro_tokenizer)
     rerun = train_sft(
-        again, tokenizer, examples, tmp_path / "run", TRAINING, seed=0,
+        again, micro_tokenizer, examples, tmp_path / "run", TRAINING, seed=0,
         early_stopping=DevEarlyStopping(again_metric, patience=2),
     )  # fmt: skip
     assert again_metric.seen == [] and rerun["steps"] == 4 * STEPS_PER_EPOCH
@@ -93,12 +78,12 @@ def test_stops_after_patience_and_keeps_the_best_epoch(micro_splits, tokenizer, 
     assert _same_weights(again, metric.seen[1])
 
 
-def test_a_resumed_run_keeps_the_curve_it_had(micro_splits, tokenizer, tmp_path):
-    examples = _examples(micro_splits, 16)
+def test_a_resumed_run_keeps_the_curve_it_had(micro_splits, micro_tokenizer, tmp_path):
+    examples = sft_examples(micro_splits, 16)
     full_metric = Scripted([0.2, 0.5, 0.4, 0.3])
     train_sft(
-        _tiny_model(tokenizer), tokenizer, examples, tmp_path / "full", TRAINING, seed=0,
-        early_stopping=DevEarlyStopping(full_metric, patience=2),
+        one_layer_llama(micro_tokenizer), micro_tokenizer, examples, tmp_path / "full", TRAINING,
+        seed=0, early_stopping=DevEarlyStopping(full_metric, patience=2),
     )  # fmt: skip
     # Killed during epoch 3: only epoch 2's checkpoint (the best, with the curve) survives.
     step = 2 * STEPS_PER_EPOCH
@@ -106,9 +91,9 @@ def test_a_resumed_run_keeps_the_curve_it_had(micro_splits, tokenizer, tmp_path)
         tmp_path / "full" / f"checkpoint-{step}", tmp_path / "run" / f"checkpoint-{step}"
     )
     metric = Scripted([0.4, 0.3])
-    model = _tiny_model(tokenizer)
+    model = one_layer_llama(micro_tokenizer)
     resumed = train_sft(
-        model, tokenizer, examples, tmp_path / "run", TRAINING, seed=0,
+        model, micro_tokenizer, examples, tmp_path / "run", TRAINING, seed=0,
         early_stopping=DevEarlyStopping(metric, patience=2),
     )  # fmt: skip
     assert resumed["resumed_from"].endswith(f"checkpoint-{step}")

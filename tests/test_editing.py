@@ -12,9 +12,11 @@ from rlmec_core.editing import EDITED_WEIGHT, KEPT_WEIGHT, edit_distance, minimu
 token_lists = st.lists(st.integers(min_value=0, max_value=6), max_size=25)
 
 
-def test_weight_constants_match_the_method():
-    assert EDITED_WEIGHT == 1.0
-    assert KEPT_WEIGHT == 0.5
+def test_a_rewritten_token_weighs_twice_a_copied_one():
+    # The method's weights, as the function hands them out: 1 for every token of a rewrite
+    # that shares nothing with the sample, 0.5 for every token of an exact copy.
+    assert minimum_edit_weights([1, 2, 3], [4, 5, 6]) == [1.0, 1.0, 1.0]
+    assert minimum_edit_weights([1, 2, 3], [1, 2, 3]) == [0.5, 0.5, 0.5]
 
 
 def test_substitution_and_insertion_are_edited():

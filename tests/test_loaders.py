@@ -77,13 +77,19 @@ def test_qa_solution_ends_with_the_answer_field_verbatim():
 # --- loading the fixture slices ------------------------------------------------------
 
 
-def test_gsm8k_slice_records():
-    ds = load_gsm8k_jsonl(GSM8K)
+def _slice(load, path, source: str):
+    """A fixture slice as ``load`` reads it: 20 records of the shared schema from ``source``."""
+    ds = load(path)
     assert ds.features == RECORD_FEATURES
     assert len(ds) == 20
+    assert set(ds["source"]) == {source}
+    return ds
+
+
+def test_gsm8k_slice_records():
+    ds = _slice(load_gsm8k_jsonl, GSM8K, "gsm8k")
     assert ds["id"][:3] == ["gsm8k-test-00000", "gsm8k-test-00001", "gsm8k-test-00002"]
     assert ds["id"][12] == "gsm8k-test-00012"
-    assert set(ds["source"]) == {"gsm8k"}
     robe = ds[1]
     assert robe["question"] == (
         "A robe takes 2 bolts of blue fiber and half that much white fiber.  "
@@ -111,9 +117,7 @@ def test_gsm8k_split_goes_into_the_id():
 
 
 def test_svamp_slice_records():
-    ds = load_svamp_json(SVAMP)
-    assert ds.features == RECORD_FEATURES
-    assert len(ds) == 20
+    ds = _slice(load_svamp_json, SVAMP, "svamp")
     first = ds[0]
     assert first["id"] == "chal-1"
     assert first["question"] == (
@@ -125,13 +129,10 @@ def test_svamp_slice_records():
     nested = ds[10]
     assert nested["id"] == "chal-11"
     assert nested["gold_solution"] == "( 6.0 - ( 3.0 + 2.0 ) ) = 1\nThe answer is 1"
-    assert set(ds["source"]) == {"svamp"}
 
 
 def test_qa_slice_records():
-    ds = load_qa_jsonl(QA)
-    assert ds.features == RECORD_FEATURES
-    assert len(ds) == 20
+    ds = _slice(load_qa_jsonl, QA, "qa")
     first = ds[0]
     assert first["id"] == "qa-00000"
     assert first["question"].splitlines()[1:] == [
@@ -148,7 +149,6 @@ def test_qa_slice_records():
     assert "\noctober" in solstice["question"]
     assert solstice["gold_answer"] == "October"
     assert solstice["gold_solution"] == "The answer is October"
-    assert set(ds["source"]) == {"qa"}
 
 
 @pytest.mark.parametrize(

@@ -22,8 +22,7 @@ from rlmec_core.logprobs import (
     right_padded_response_logprobs,
     sequence_logprobs,
 )
-from rlmec_core.response_logprobs import batched_response_logprobs
-from tests.naive_logprobs import sequential_response_logprobs
+from tests.logprob_checks import assert_batched_equal_sequential
 
 # (prompt ids, response ids); lengths differ so padding is exercised on both sides.
 PAIRS = [
@@ -37,15 +36,10 @@ PAD_ID = 0
 @pytest.fixture(scope="module")
 def model() -> LlamaForCausalLM:
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=100,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
+    sizes = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2)
+    # Grouped-query attention, as in real models: 4 query heads share 2 key-value heads.
+    heads = dict(num_attention_heads=4, num_key_value_heads=2)
+    config = LlamaConfig(vocab_size=100, max_position_embeddings=64, **sizes, **heads)
     return LlamaForCausalLM(config).eval()
 
 
@@ -342,13 +336,6 @@ def test_batched_logprobs_share_prefixes_and_keep_the_order(model, monkeypatch, 
     prompts, responses = _prompts_with_shared_prefixes(seed=1)
     plan = _plan_batches(prompts, responses, token_budget=token_budget, max_rows=4)
     assert sum(isinstance(s, _Prefix) for s in plan) >= 3  # nested sharing is exercised
-    model.train()  # the helper scores without dropout and restores the mode
-    got = batched_response_logprobs(
+    assert_batched_equal_sequential(
         model, prompts, responses, pad_id=PAD_ID, batch_size=4, token_budget=token_budget
     )
-    assert model.training
-    model.eval()
-    want = sequential_response_logprobs(model, prompts, responses)
-    for g, w, response in zip(got, want, responses, strict=True):
-        assert len(g) == len(w) == len(response)
-        assert g == pytest.approx(w, abs=1e-5)

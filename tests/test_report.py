@@ -293,13 +293,14 @@ def test_text_from_data_is_escaped(workspace):
             assert not [a for a in attributes if a.startswith("on")], (tag, attributes)
         # The strings are shown as text: in content and in (title) attribute values.
         assert html.escape(EVIL_SCRIPT) in text
-        all_text = "".join("".join(v) for v in page.section_text.values())
-        assert EVIL_SCRIPT in all_text or run == "failed"
-        assert EVIL_ATTR in all_text
+        # Both runs reached distill, whose metric `odd {EVIL}` is listed in their metrics.
+        metrics = page.text("metrics")
+        assert EVIL_SCRIPT in metrics and EVIL_ATTR in metrics
     full = Page(build_report(root, ids["full"]))
     titles = [a.get("title") or "" for _, a in full.tags]
-    # Token text in tooltips: quotes and brackets come back intact from the attribute.
-    assert any(t.endswith('token "<"') or "<" in t.split("token ")[-1] for t in titles)
+    # Token text in tooltips: quotes and brackets come back intact from the attribute. The
+    # fixture's tokenizer (trained on the fixture's texts) makes EVIL_SCRIPT's "<" a token.
+    assert any(t.endswith('token "<"') for t in titles)
     assert sum('"' in t.split("token ")[-1][1:-1] for t in titles if "token " in t) >= 1
     shown = "".join(full.section_text["tokens"])
     assert f"Question 2: {EVIL}" in shown  # question from the distilled rows

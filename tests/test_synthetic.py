@@ -71,16 +71,8 @@ def test_every_solution_is_correct_integral_chained_arithmetic(splits):
 
 
 def test_difficulty_knobs_bound_operands_values_and_steps():
-    ds = synthetic_splits(
-        seed=1,
-        n_train=200,
-        n_dev=0,
-        n_test=0,
-        min_steps=3,
-        max_steps=3,
-        max_operand=5,
-        max_value=40,
-    )["train"]
+    knobs = {"min_steps": 3, "max_steps": 3, "max_operand": 5, "max_value": 40}
+    ds = synthetic_splits(seed=1, n_train=200, n_dev=0, n_test=0, **knobs)["train"]
     for record in ds:
         steps = split_steps(record["gold_solution"])
         assert len(steps) == 4
@@ -110,14 +102,6 @@ def test_bad_settings_are_rejected():
         synthetic_splits(seed=0, n_train=1, n_dev=1, n_test=1, min_steps=3, max_steps=2)
     with pytest.raises(ValueError, match="max_value"):
         synthetic_splits(seed=0, n_train=1, n_dev=1, n_test=1, max_operand=10, max_value=5)
+    few = {"min_steps": 1, "max_steps": 1, "max_operand": 2, "max_value": 4}
     with pytest.raises(ValueError, match="distinct"):
-        synthetic_splits(
-            seed=0,
-            n_train=5000,
-            n_dev=0,
-            n_test=0,
-            min_steps=1,
-            max_steps=1,
-            max_operand=2,
-            max_value=4,
-        )
+        synthetic_splits(seed=0, n_train=5000, n_dev=0, n_test=0, **few)

@@ -84,16 +84,9 @@ def test_tiny_llama_forward_and_seeded_init(tokenizer):
     assert torch.equal(same(input_ids=ids).logits, logits)
     assert not torch.equal(other(input_ids=ids).logits, logits)
     assert model.config.eos_token_id == tokenizer.eos_token_id
+    odd = dict(hidden_size=30, num_layers=1, num_heads=4, intermediate_size=8)
     with pytest.raises(ValueError, match="divisible"):
-        build_tiny_llama(
-            tokenizer,
-            hidden_size=30,
-            num_layers=1,
-            num_heads=4,
-            intermediate_size=8,
-            max_position_embeddings=16,
-            seed=0,
-        )
+        build_tiny_llama(tokenizer, max_position_embeddings=16, seed=0, **odd)
 
 
 def test_model_saves_as_safetensors_and_loads_back(tokenizer, tmp_path):
