@@ -18,6 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from rlmec_core.errors import InputError
 from rlmec_core.gguf_model import file_sha256
 
 
@@ -46,7 +47,7 @@ MODELS = {
 }
 
 
-class FetchError(RuntimeError):
+class FetchError(InputError, RuntimeError):
     """The model could not be fetched or did not verify; the message says which file."""
 
 

@@ -21,6 +21,7 @@ from prefect.settings import get_current_settings
 from flows.environment import configure_project_logging
 from flows.run_records import INTERRUPTED, close_interrupted_runs
 from rlmec_core.config import STAGES, PipelineConfig
+from rlmec_core.errors import RlmecError
 from storage import catalog
 from storage.atomic import write_json_atomic
 from tasks import tracking
@@ -30,8 +31,10 @@ from tasks.locks import LOCKS_FOLDER, file_lock
 RAN, CACHED, FAILED, NOT_REACHED, SKIPPED = ("ran", "cached", "failed", "not reached", "skipped")
 
 
-class TrackingError(RuntimeError):
+class TrackingError(RlmecError, RuntimeError):
     """The MLflow tracking store cannot be opened or written."""
+
+    hint = "check tracking.mlflow_tracking_uri and tracking.experiment"
 
 
 @dataclass

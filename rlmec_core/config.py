@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from rlmec_core.config_yaml import YamlInputError, clip, load_yaml
+from rlmec_core.errors import InputError
 
 STAGES = (
     "data",
@@ -66,7 +67,7 @@ SHARED_SECTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """A configuration file that cannot be used; the message names the file and field."""
 
 

@@ -13,11 +13,13 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, SequenceNode
 
+from rlmec_core.errors import InputError
+
 MAX_NODES = 10_000  # nodes of the document with every alias expanded
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-class YamlInputError(ValueError):
+class YamlInputError(InputError, ValueError):
     """Text that is not a usable YAML document; ``line`` is 1-based when known."""
 
     def __init__(self, line: int | None, reason: str) -> None:

@@ -19,13 +19,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from rlmec_core.errors import InputError
+
 GGUF_SUFFIX = ".gguf"
 SOURCE_NAME = "gguf_source.json"  # what the folder was made from, inside the folder
 # Tensor types stored as plain numbers; every other type must be one gguf can dequantise.
 _PLAIN_TYPES = frozenset({"F32", "F16", "BF16", "F64", "I8", "I16", "I32", "I64"})
 
 
-class GgufError(ValueError):
+class GgufError(InputError, ValueError):
     """A GGUF file this project cannot turn into a model; the message names the file."""
 
 

@@ -22,6 +22,7 @@ from prefect.cache_policies import CachePolicy
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run, task_run
 
+from rlmec_core.errors import StageFailure
 from storage import catalog
 from storage.manifest import MANIFEST_NAME, Provenance
 from tasks import tracking
@@ -38,7 +39,7 @@ from tasks.time_limit import run_with_time_limit
 ArtifactRef = dict[str, str]  # {"id", "kind", "stage"}: all a task result ever holds
 
 
-class StageError(RuntimeError):
+class StageError(StageFailure):
     """A stage failed: ``cause`` is the error, ``scratch`` holds the stage's resumable work.
 
     The message names the stage and the error; `rlmec` adds what to do (flows/cli.py).

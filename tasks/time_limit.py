@@ -28,6 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from rlmec_core.errors import RUN_AGAIN, RlmecError
 from rlmec_core.processes import die_with_parent, handle_in_parent
 from tasks.peak_memory import peak_rss_mib
 from tasks.stage_registry import raw_stage_function, stage_module
@@ -35,8 +36,10 @@ from tasks.stage_registry import raw_stage_function, stage_module
 LOG_POLL_SECONDS = 0.2  # how often the parent relays the child's log records while waiting
 
 
-class StageTimeoutError(TimeoutError):
-    pass
+class StageTimeoutError(RlmecError, TimeoutError):
+    """A stage ran past its ``timeout_seconds`` and was stopped."""
+
+    hint = f"raise {{stage}}.timeout_seconds, or {RUN_AGAIN}"
 
 
 class WorkerTraceback(Exception):

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 import flows.cli
+import flows.cli_commands
 from rlmec_core.config import STAGES
 from tests.config_fields import float_fields
 from tests.pipeline_helpers import REPO
@@ -495,7 +496,7 @@ def test_the_cases_well_formed_base_passes_validation(control, tmp_path, capsys,
         reached.append(workspace)
         raise _Validated
 
-    monkeypatch.setattr(flows.cli, "configure_environment", validated)
+    monkeypatch.setattr(flows.cli_commands, "configure_environment", validated)
     folder = tmp_path / "case"
     folder.mkdir()
     config, _, _ = control.make(folder)
@@ -511,7 +512,7 @@ def no_flow(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the case passed validation")
 
-    monkeypatch.setattr(flows.cli, "configure_environment", refuse)
+    monkeypatch.setattr(flows.cli_commands, "configure_environment", refuse)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlmec_core.config_yaml import clip
+from rlmec_core.errors import InputError
 from rlmec_core.teachers.base import split_steps
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
 _GOLD_NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)(\s*/\s*\d+(\.\d*)?)?")
 
 
-class DataFormatError(ValueError):
+class DataFormatError(InputError, ValueError):
     """A data file that does not have the shape its loader expects.
 
     The message names the file, where in it (``line N`` for JSONL, ``index N`` for a

@@ -14,9 +14,13 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from rlmec_core.errors import RlmecError
 
-class NonFiniteLossError(ArithmeticError):
+
+class NonFiniteLossError(RlmecError, ArithmeticError):
     """Training diverged: a loss or gradient is NaN or infinite."""
+
+    hint = "nothing was committed"
 
 
 class NonFiniteGuard(TrainerCallback):
