@@ -27,13 +27,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from flows.run_records import load_run_records  # noqa: E402
 from rlmec_core.bootstrap import bootstrap_policy  # noqa: E402
 from rlmec_core.config import load_config  # noqa: E402
 from rlmec_core.data.io import load_parquet  # noqa: E402
 from rlmec_core.eval_table import evaluate_policies  # noqa: E402
 from rlmec_core.modeling import load_policy  # noqa: E402
 from rlmec_core.statistics import accuracy_interval, paired_difference  # noqa: E402
+from storage.run_records import load_run_records  # noqa: E402
 from storage.store import ArtifactStore  # noqa: E402
 
 

@@ -115,7 +115,7 @@ def main() -> int:
     command += ["--workspace", str(workspace)]
     print("$", " ".join(command), flush=True)
     subprocess.run(command, cwd=ROOT, check=True)  # its log and table, as a user sees them
-    from flows.run_records import load_run_records
+    from storage.run_records import load_run_records
 
     stages = load_run_records(workspace)[-1]["stages"]
     now = measured_figures(workspace, stages, variant)

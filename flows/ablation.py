@@ -6,7 +6,7 @@ import dataclasses
 
 from prefect import flow
 
-from flows.pipeline import reward_annotation
+from flows.pipeline import stages_through_annotate
 from flows.runner import pipeline_run
 from flows.variants import commit_summary, train_and_evaluate
 from rlmec_core.config import VARIANTS, PipelineConfig, load_config
@@ -36,7 +36,7 @@ def rlmec_ablation(
         for boot, boot_config in enumerate(bootstrap_configs(config, bootstrap_seeds)):
             tag = f"[bootstrap={boot}]" if boot else ""
             ctx = dataclasses.replace(stages.ctx, config=boot_config)
-            upstream = reward_annotation(stages, boot_config, ctx=ctx, label=tag)
+            upstream = stages_through_annotate(stages, boot_config, ctx=ctx, label=tag)
             trained = [
                 train_and_evaluate(
                     stages, upstream, boot_config, variant=variant, seed=seed,

@@ -162,7 +162,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
-    from flows.run_records import load_run_records
+    from storage.run_records import load_run_records
 
     records = load_run_records(args.workspace, warn=warn)
     if args.json:

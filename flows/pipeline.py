@@ -31,19 +31,19 @@ def rlmec_pipeline(
 ) -> list[dict]:
     config = load_config(config_path)
     with pipeline_run(config, workspace, config_path, until=until, force=force) as stages:
-        upstream = reward_annotation(stages, config)
-        refs = policy_and_evaluation(stages, upstream)
+        upstream = stages_through_annotate(stages, config)
+        refs = train_evaluate_and_promote(stages, upstream)
         publish_evaluation(stages.ctx, refs["evaluation"])
         return [vars(report) for report in stages.reports]
 
 
-def reward_annotation(
+def stages_through_annotate(
     stages: StageRunner,
     config: PipelineConfig,
     ctx: RunContext | None = None,
     label: str = "",
 ) -> dict[str, dict | None]:
-    """Stages 1–4: everything every policy variant shares (``ctx``: another config's
+    """Stages 1–4, data through annotate: everything every policy variant shares (``ctx``: another config's
     context, e.g. another bootstrap seed's; ``label`` tells its report lines apart)."""
 
     def run(task, parents, extra_key="") -> dict | None:
@@ -60,7 +60,7 @@ def reward_annotation(
     return {"data": data, "policy": policy, "rl_data": rl_data}
 
 
-def policy_and_evaluation(
+def train_evaluate_and_promote(
     stages: StageRunner,
     upstream: dict[str, dict | None],
     ctx: RunContext | None = None,

@@ -19,11 +19,11 @@ from prefect.runtime import flow_run
 from prefect.settings import get_current_settings
 
 from flows.environment import configure_project_logging
-from flows.run_records import INTERRUPTED, close_interrupted_runs
 from rlmec_core.config import STAGES, PipelineConfig
 from rlmec_core.errors import RlmecError
 from storage import catalog
 from storage.atomic import write_json_atomic
+from storage.run_records import INTERRUPTED, close_interrupted_runs
 from tasks import tracking
 from tasks.context import RunContext
 from tasks.locks import LOCKS_FOLDER, file_lock

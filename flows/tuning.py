@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.pipeline import reward_annotation
+from flows.pipeline import stages_through_annotate
 from flows.runner import pipeline_run
 from flows.variants import commit_summary, train_and_evaluate
 from rlmec_core.config import VARIANTS, load_config
@@ -30,7 +30,7 @@ def rlmec_tuning(
     grid = sorted(set(learning_rates or DEFAULT_GRID))
     variants = list(variants or VARIANTS)
     with pipeline_run(config, workspace, config_path) as stages:
-        upstream = reward_annotation(stages, config)
+        upstream = stages_through_annotate(stages, config)
         runs = [
             train_and_evaluate(
                 stages, upstream, config, variant=v, seed=seed, learning_rate=lr, split="dev"

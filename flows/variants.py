@@ -9,7 +9,7 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 from prefect.runtime import flow_run
 
-from flows.pipeline import policy_and_evaluation
+from flows.pipeline import train_evaluate_and_promote
 from flows.publish import publish_table
 from flows.runner import StageRunner
 from rlmec_core.config import PipelineConfig
@@ -42,7 +42,7 @@ def train_and_evaluate(
     evaluate = config.evaluate.model_copy(update={"split": split})
     variant_config = config.model_copy(update={"train_policy": section, "evaluate": evaluate})
     ctx = dataclasses.replace(stages.ctx, config=variant_config)
-    refs = policy_and_evaluation(stages, upstream, ctx=ctx, label=label + "]")
+    refs = train_evaluate_and_promote(stages, upstream, ctx=ctx, label=label + "]")
     evaluation = refs["evaluation"]
     rows = catalog.RESULTS.read(stages.ctx.store.path(evaluation["id"]))
     return {

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flows.run_records import load_run_records
 from report.tracking import MlflowReader
 from report.unavailable import Unavailable
 from rlmec_core.config import STAGES
 from storage.manifest import Manifest
+from storage.run_records import load_run_records
 from storage.store import ArtifactNotFoundError, ArtifactStore
 
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from flows.run_records import load_run_records
+from storage.run_records import load_run_records
 from tests.pipeline_helpers import REPO, stage_table
 
 pytestmark = pytest.mark.slow

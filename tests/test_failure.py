@@ -13,7 +13,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from flows.cli import main
-from flows.run_records import load_run_records
+from storage.run_records import load_run_records
 from storage.store import ArtifactStore
 from tests.pipeline_helpers import REPO, run_cli
 from tests.test_concurrent_runs import small_micro

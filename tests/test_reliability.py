@@ -22,13 +22,13 @@ import pytest
 
 from flows.cli import failure_line
 from flows.cli import main as rlmec
-from flows.run_records import close_interrupted_runs, load_run_records
 from rlmec_core.config import ConfigError, PipelineConfig, load_config
 from rlmec_core.config_yaml import MAX_NODES
 from rlmec_core.data.loaders import DataFormatError, eval_file_records, load_eval_file
 from rlmec_core.distill import DistillError, distill_rewrites, read_shards
 from storage.atomic import write_json_atomic
 from storage.manifest import Provenance
+from storage.run_records import close_interrupted_runs, load_run_records
 from storage.store import ArtifactStore
 from tasks.locks import StageLockManager
 from tasks.stage import StageError

@@ -21,8 +21,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from flows.end_of_run import DOCUMENTED
-from flows.run_records import load_run_records
 from rlmec_core.config import STAGES, load_config
+from storage.run_records import load_run_records
 from storage.store import ArtifactStore
 from tests.pipeline_helpers import REPO, markdown_artifacts, run_in_process, stage_table
 
