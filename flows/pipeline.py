@@ -43,8 +43,9 @@ def stages_through_annotate(
     ctx: RunContext | None = None,
     label: str = "",
 ) -> dict[str, dict | None]:
-    """Stages 1–4, data through annotate: everything every policy variant shares (``ctx``: another config's
-    context, e.g. another bootstrap seed's; ``label`` tells its report lines apart)."""
+    """Stages 1–4, data through annotate: everything every policy variant shares (``ctx``:
+    another config's context, e.g. another bootstrap seed's; ``label`` tells its report
+    lines apart)."""
 
     def run(task, parents, extra_key="") -> dict | None:
         return stages.run(task, parents, extra_key, ctx=ctx, label=f"{task.name}{label}")
