@@ -1,7 +1,8 @@
 from pathlib import Path
+from typing import get_args
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from rlmec_core.config import STAGES, ConfigError, PipelineConfig, load_config
 
@@ -124,3 +125,27 @@ def test_the_grms_error_step_source_keys_train_grm_and_annotate():
     assert changed == {"train_grm", "annotate"}
     with pytest.raises(ValidationError, match="error_step"):
         PipelineConfig.model_validate({"train_grm": {"error_step": "guessed"}})
+
+
+def sections(model: type[BaseModel] = PipelineConfig) -> set[type[BaseModel]]:
+    """``model`` and every section it nests (in unions, lists and dicts too)."""
+    found = {model}
+    pending = [field.annotation for field in model.model_fields.values()]
+    while pending:
+        kind = pending.pop()
+        pending += get_args(kind)
+        if isinstance(kind, type) and issubclass(kind, BaseModel) and kind not in found:
+            found |= sections(kind)
+    return found
+
+
+def test_every_config_field_says_what_it_means():
+    names = {section.__name__ for section in sections()}
+    assert {"ChatTeacherSection", "EvalFile", "LoraSection"} <= names  # nested ones reached
+    undescribed = sorted(
+        f"{section.__name__}.{name}"
+        for section in sections()
+        for name, field in section.model_fields.items()
+        if not (field.description or "").strip()
+    )
+    assert undescribed == []
