@@ -502,11 +502,9 @@ class TrainGrmSection(TrainingSection):
             "tokenizer is the policy's, since the GRM scores the policy's own token ids."
         ),
     )
-    learning_rate: LearningRate = 2e-5
     heldout_fraction: float = Field(
         0.1, ge=0, lt=1, description="The share of the rewrites held out to measure the GRM."
     )
-    save_steps: SaveSteps = 50
     eval_batch_size: int = Field(
         32, ge=1, description="Held-out examples per batch when measuring the GRM."
     )
