@@ -420,20 +420,31 @@ class ArithmeticTeacherSection(Section):
     )
 
 
-class ChatTeacherSection(Section):
-    kind: Literal["chat"] = Field(
-        "chat", description="A chat model behind an OpenAI-compatible endpoint."
-    )
-    base_url: str = Field(description="The endpoint, e.g. https://api.openai.com/v1.")
-    model: str = Field(description="The model the requests name.")
-    api_key_env: str | None = Field(
-        "OPENAI_API_KEY",
+# An OpenAI-compatible endpoint's settings (``rlmec_core.openai_client.OpenAIEndpoint``):
+# bounds and meaning declared once, for EndpointSection and the sections that re-default
+# them. base_url and model are FieldInfos, since the chat teacher also makes them required.
+_BASE_URL = Field(description="The endpoint, e.g. http://127.0.0.1:8000/v1.")
+_MODEL = Field(description="The model name the requests give.")
+ApiKeyEnv = Annotated[
+    str | None,
+    Field(
         description=(
             "The *name* of the environment variable that holds the API key; the key itself "
             "never appears in a config, a log, MLflow or an artifact. None: no key."
-        ),
-    )
-    timeout_s: float = Field(60.0, gt=0, description="Seconds one request may take.")
+        )
+    ),
+]
+RequestTimeout = Annotated[float, Field(gt=0, description="Seconds one request may take.")]
+Concurrency = Annotated[int, Field(ge=1, description="Requests in flight at once.")]
+
+
+class EndpointSection(Section):
+    """An OpenAI-compatible endpoint: where it is, the model, the key and how it is called."""
+
+    base_url: Annotated[str | None, _BASE_URL] = None
+    model: Annotated[str | None, _MODEL] = None
+    api_key_env: ApiKeyEnv = None
+    timeout_s: RequestTimeout = 120.0
     max_retries: int = Field(
         5,
         ge=0,
@@ -442,7 +453,20 @@ class ChatTeacherSection(Section):
             "with exponential backoff."
         ),
     )
-    concurrency: int = Field(4, ge=1, description="Requests in flight at once.")
+    concurrency: Concurrency = 8
+
+
+class ChatTeacherSection(EndpointSection):
+    """A chat model behind an OpenAI-compatible endpoint, as distill's teacher."""
+
+    kind: Literal["chat"] = Field("chat", description="The chat teacher.")
+    # A hosted chat API by default: it must be named, takes OpenAI's key variable, and is
+    # called a few requests at a time, each a short chat answer.
+    base_url: Annotated[str, _BASE_URL]
+    model: Annotated[str, _MODEL]
+    api_key_env: ApiKeyEnv = "OPENAI_API_KEY"
+    timeout_s: RequestTimeout = 60.0
+    concurrency: Concurrency = 4
     max_tokens: int = Field(1024, ge=1, description="Tokens the teacher may answer with.")
     max_failed_fraction: float = Field(
         0.05,
@@ -617,12 +641,14 @@ LAUNCH_PLACEHOLDERS = ("model_dir", "port", "model", "python")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_]\w*)\}")
 
 
-class GenerationSection(Section):
+class GenerationSection(EndpointSection):
     """Where collect, train_grm, annotate and evaluate generate text (``generation_server``).
 
     Token rewards and reference log-probs are always computed by the HF forward pass,
-    whatever the backend. With ``openai``, ``concurrency`` bounds the requests in flight
-    (one per prompt, ``n`` samples each); the stages' ``batch_size`` applies to ``hf``.
+    whatever the backend. With ``openai``, ``{port}`` in ``base_url`` means a free port
+    chosen at each launch; ``model`` None names the model by its folder's path;
+    ``concurrency`` bounds the requests in flight (one per prompt, ``n`` samples each),
+    where the stages' ``batch_size`` applies to ``hf``.
     """
 
     backend: Literal["hf", "openai"] = Field(
@@ -631,20 +657,6 @@ class GenerationSection(Section):
             "``hf``: the model decodes in the stage's own process (``rlmec_core.decoding``). "
             "``openai``: any OpenAI-compatible *completions* endpoint (vLLM, SGLang, TGI, "
             "llama.cpp server): prompts go out as token ids, so tokenisation is the hf path's."
-        ),
-    )
-    base_url: str | None = Field(
-        None,
-        description=(
-            "The endpoint, e.g. http://127.0.0.1:8000/v1; ``{port}`` in it means a free port "
-            "chosen at each launch."
-        ),
-    )
-    model: str | None = Field(
-        None,
-        description=(
-            "The model name the requests give (``{model}`` in launch); None: the model "
-            "folder's path."
         ),
     )
     launch: str | None = Field(
@@ -658,23 +670,6 @@ class GenerationSection(Section):
             "(named ``model``): that suits collect only, since train_grm, annotate and "
             "evaluate generate with models this pipeline trains, and they refuse to run "
             "without ``launch``."
-        ),
-    )
-    api_key_env: str | None = Field(
-        None,
-        description=(
-            "The *name* of the environment variable that holds the API key; the key itself "
-            "never appears in a config, a log, MLflow or an artifact. None: no key."
-        ),
-    )
-    concurrency: int = Field(8, ge=1, description="Requests in flight at once.")
-    timeout_s: float = Field(120.0, gt=0, description="Seconds one request may take.")
-    max_retries: int = Field(
-        5,
-        ge=0,
-        description=(
-            "Retries of a request that failed (408/409/429/5xx, a timeout, a malformed body), "
-            "with exponential backoff."
         ),
     )
     launch_timeout_s: float = Field(
