@@ -24,6 +24,12 @@ from pydantic import (
 )
 
 from rlmec_core.config_yaml import YamlInputError, clip, load_yaml
+from rlmec_core.loss_settings import (
+    DEFAULT_EPSILON,
+    DEFAULT_IMITATION_COEF,
+    EPSILON_BOUNDS,
+    MIN_IMITATION_COEF,
+)
 
 STAGES = (
     "data",
@@ -581,9 +587,16 @@ class TrainPolicySection(TrainingSection):
         ),
     )
     epsilon: float = Field(
-        0.3, gt=0, lt=1, description="ε: the importance ratio is clipped to [1-ε, 1+ε]."
+        DEFAULT_EPSILON,
+        gt=EPSILON_BOUNDS[0],
+        lt=EPSILON_BOUNDS[1],
+        description="ε: the importance ratio is clipped to [1-ε, 1+ε].",
     )
-    imitation_coef: float = Field(1.0, ge=0, description="λ: the weight of L_IM against L_RL.")
+    imitation_coef: float = Field(
+        DEFAULT_IMITATION_COEF,
+        ge=MIN_IMITATION_COEF,
+        description="λ: the weight of L_IM against L_RL.",
+    )
     rl_normalizer: RlNormalizer = Field(
         "reward_tokens",
         description=(

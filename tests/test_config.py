@@ -5,6 +5,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from rlmec_core.config import STAGES, ConfigError, PipelineConfig, load_config
+from rlmec_core.loss_settings import check_loss_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -149,3 +150,18 @@ def test_every_config_field_says_what_it_means():
         if not (field.description or "").strip()
     )
     assert undescribed == []
+
+
+def accepted(check, *args) -> bool:
+    try:
+        check(*args)
+    except ValueError:  # pydantic's ValidationError is one
+        return False
+    return True
+
+
+@pytest.mark.parametrize("value", [-0.5, 0, 1e-9, 0.3, 1 - 1e-9, 1, 1.5])
+def test_the_config_and_the_loss_accept_the_same_epsilon_and_imitation_coef(value):
+    for field, settings in (("epsilon", (value, 1.0)), ("imitation_coef", (0.3, value))):
+        config = accepted(PipelineConfig.model_validate, {"train_policy": {field: value}})
+        assert config == accepted(check_loss_settings, *settings), (field, value)
