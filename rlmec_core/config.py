@@ -335,6 +335,24 @@ class TrainingSection(StageSection):
     lora: LoraSection | None = Field(None, description="LoRA adapters; None: full fine-tuning.")
 
 
+# The TrainingSection settings Hugging Face's ``TrainingArguments`` takes as they are, by
+# the name it gives them: the one place a setting becomes a trainer argument. The rest are
+# converted by ``rlmec_core.trainers.sft.training_arguments`` (max_steps, warmup_ratio,
+# precision, gradient_checkpointing) or used by the stage itself (max_length, lora, retries).
+TRAINING_ARGUMENTS = {
+    "epochs": "num_train_epochs",
+    "learning_rate": "learning_rate",
+    "batch_size": "per_device_train_batch_size",
+    "gradient_accumulation_steps": "gradient_accumulation_steps",
+    "lr_scheduler": "lr_scheduler_type",
+    "weight_decay": "weight_decay",
+    "adam_beta2": "adam_beta2",
+    "save_steps": "save_steps",
+    "save_total_limit": "save_total_limit",
+    "logging_steps": "logging_steps",
+}
+
+
 class BootstrapSection(TrainingSection):
     """Stage bootstrap: the initial policy, fine-tuned on the gold solutions."""
 
