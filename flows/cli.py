@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from flows.environment import configure_environment, plain_progress_off_terminal
 from flows.prefect_server import start_temporary_server, wait_until_ready
-from rlmec_core.config import STAGES, VARIANTS
+from rlmec_core.config import DEFAULT_TUNING_GRID, STAGES, VARIANTS
 
 if TYPE_CHECKING:
     from flows.prefect_server import TemporaryServer
@@ -133,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         nargs="+",
         metavar="LR",
-        help="the grid (default: 1e-4 3e-4 1e-3)",
+        help=f"the grid (default: {' '.join(f'{lr:g}' for lr in DEFAULT_TUNING_GRID)})",
     )
     tune.add_argument("--variants", nargs="+", choices=VARIANTS)
 

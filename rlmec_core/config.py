@@ -583,6 +583,12 @@ class AnnotateSection(StageSection):
     )
 
 
+# The learning rates `rlmec tune` tries for each variant unless told others (its
+# --learning-rates); here, not in flows.tuning, so the command line shows them without
+# importing the pipeline.
+DEFAULT_TUNING_GRID = (1e-4, 3e-4, 1e-3)
+
+
 class TrainPolicySection(TrainingSection):
     """Stage train_policy: the policy trained from the initial one, by variant."""
 
