@@ -59,6 +59,7 @@ ERROR_STEP_SOURCES = ("generated", "likelihood")
 ErrorStepSource = Literal[ERROR_STEP_SOURCES]  # type: ignore[valid-type]
 
 # The top-level sections a stage reads besides its own: they are part of its cache key.
+# tests/test_shared_sections.py checks them against what each stage's code reads.
 SHARED_SECTIONS: dict[str, tuple[str, ...]] = {
     "bootstrap": ("prompts",),
     "collect": ("generation", "prompts"),
