@@ -754,26 +754,22 @@ class GenerationSection(EndpointSection):
         return self.model_dump(mode="json", include={"backend", "base_url", "model", "launch"})
 
 
-def _section(section: type[Section]) -> Any:
-    """A top-level section's field: its defaults, described by its docstring's summary."""
-    summary = (section.__doc__ or "").strip().split("\n\n")[0]
-    return Field(section(), description=" ".join(summary.split()))
-
-
 class PipelineConfig(Section):
-    run: RunSection = _section(RunSection)
-    tracking: TrackingSection = _section(TrackingSection)
-    verification: VerificationSection = _section(VerificationSection)
-    generation: GenerationSection = _section(GenerationSection)
-    prompts: PromptsSection = _section(PromptsSection)
-    data: DataSection = _section(DataSection)
-    bootstrap: BootstrapSection = _section(BootstrapSection)
-    collect: CollectSection = _section(CollectSection)
-    distill: DistillSection = _section(DistillSection)
-    train_grm: TrainGrmSection = _section(TrainGrmSection)
-    annotate: AnnotateSection = _section(AnnotateSection)
-    train_policy: TrainPolicySection = _section(TrainPolicySection)
-    evaluate: EvaluateSection = _section(EvaluateSection)
+    """Every section; each is described by its class's docstring."""
+
+    run: RunSection = RunSection()
+    tracking: TrackingSection = TrackingSection()
+    verification: VerificationSection = VerificationSection()
+    generation: GenerationSection = GenerationSection()
+    prompts: PromptsSection = PromptsSection()
+    data: DataSection = DataSection()
+    bootstrap: BootstrapSection = BootstrapSection()
+    collect: CollectSection = CollectSection()
+    distill: DistillSection = DistillSection()
+    train_grm: TrainGrmSection = TrainGrmSection()
+    annotate: AnnotateSection = AnnotateSection()
+    train_policy: TrainPolicySection = TrainPolicySection()
+    evaluate: EvaluateSection = EvaluateSection()
 
     # The folder relative data paths are resolved against (the config file's folder).
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
