@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
-from rlmec_core.config import STAGES, VARIANTS
+from rlmec_core.config import DEFAULT_TUNING_GRID, STAGES, VARIANTS
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ def _add_tune(sub: Any, p: _Parents) -> None:
         type=float,
         nargs="+",
         metavar="LR",
-        help="the grid (default: 1e-4 3e-4 1e-3)",
+        help=f"the grid (default: {' '.join(f'{lr:g}' for lr in DEFAULT_TUNING_GRID)})",
     )
     tune.add_argument("--variants", nargs="+", choices=VARIANTS)
 

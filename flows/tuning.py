@@ -11,10 +11,8 @@ from prefect import flow
 from flows.pipeline import stages_through_annotate
 from flows.runner import pipeline_run
 from flows.variants import commit_summary, train_and_evaluate
-from rlmec_core.config import VARIANTS, load_config
+from rlmec_core.config import DEFAULT_TUNING_GRID, VARIANTS, load_config
 from rlmec_core.eval_table import BASELINE_POLICY, tuning_summary, tuning_table
-
-DEFAULT_GRID = (1e-4, 3e-4, 1e-3)
 
 
 @flow(name="rlmec-tuning", persist_result=False)
@@ -27,7 +25,7 @@ def rlmec_tuning(
 ) -> dict:
     """Train every variant at every learning rate of the grid (one seed), evaluate on dev."""
     config = load_config(config_path)
-    grid = sorted(set(learning_rates or DEFAULT_GRID))
+    grid = sorted(set(learning_rates or DEFAULT_TUNING_GRID))
     variants = list(variants or VARIANTS)
     with pipeline_run(config, workspace, config_path) as stages:
         upstream = stages_through_annotate(stages, config)

@@ -20,8 +20,7 @@ from typing import Any
 
 import torch
 
-DEFAULT_EPSILON = 0.3
-DEFAULT_IMITATION_COEF = 1.0
+from rlmec_core.loss_settings import DEFAULT_EPSILON, DEFAULT_IMITATION_COEF, check_loss_settings
 
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor, names: str) -> None:
@@ -100,10 +99,7 @@ def rlmec_loss_terms(
     ``n_response_tokens``: divide L_RL by this count (the batch's response tokens) instead
     of the method's ``N_r``; None keeps ``N_r``.
     """
-    if not 0 < epsilon < 1:
-        raise ValueError(f"epsilon must lie in (0, 1), got {epsilon!r}")
-    if imitation_coef < 0:
-        raise ValueError(f"imitation_coef must be >= 0, got {imitation_coef!r}")
+    check_loss_settings(epsilon, imitation_coef)
     _check_pair(logp, ref_logp, "logp and ref_logp")
     _check_pair(logp, rewards, "logp and rewards")
     terms = _rl_terms(logp, ref_logp, rewards, epsilon, n_response_tokens)

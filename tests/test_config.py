@@ -1,10 +1,13 @@
 from pathlib import Path
+from typing import get_args
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
 from flows.fetch_model import MODELS, default_cache
 from rlmec_core.config import STAGES, VARIANTS, ConfigError, PipelineConfig, load_config
+from rlmec_core.loss_settings import check_loss_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -197,3 +200,50 @@ def test_the_grms_error_step_source_keys_train_grm_and_annotate():
     assert changed == {"train_grm", "annotate"}
     with pytest.raises(ValidationError, match="error_step"):
         PipelineConfig.model_validate({"train_grm": {"error_step": "guessed"}})
+
+
+def sections(model: type[BaseModel] = PipelineConfig) -> set[type[BaseModel]]:
+    """``model`` and every section it nests (in unions, lists and dicts too)."""
+    found = {model}
+    pending = [field.annotation for field in model.model_fields.values()]
+    while pending:
+        kind = pending.pop()
+        pending += get_args(kind)
+        if isinstance(kind, type) and issubclass(kind, BaseModel) and kind not in found:
+            found |= sections(kind)
+    return found
+
+
+def described(field: FieldInfo) -> bool:
+    """A description of its own, or a section whose docstring says what it is."""
+    kind = field.annotation
+    if isinstance(kind, type) and issubclass(kind, BaseModel) and (kind.__doc__ or "").strip():
+        return True
+    return bool((field.description or "").strip())
+
+
+def test_every_config_field_says_what_it_means():
+    names = {section.__name__ for section in sections()}
+    assert {"ChatTeacherSection", "EvalFile", "LoraSection"} <= names  # nested ones reached
+    undescribed = sorted(
+        f"{section.__name__}.{name}"
+        for section in sections()
+        for name, field in section.model_fields.items()
+        if not described(field)
+    )
+    assert undescribed == []
+
+
+def accepted(check, *args) -> bool:
+    try:
+        check(*args)
+    except ValueError:  # pydantic's ValidationError is one
+        return False
+    return True
+
+
+@pytest.mark.parametrize("value", [-0.5, 0, 1e-9, 0.3, 1 - 1e-9, 1, 1.5])
+def test_the_config_and_the_loss_accept_the_same_epsilon_and_imitation_coef(value):
+    for field, settings in (("epsilon", (value, 1.0)), ("imitation_coef", (0.3, value))):
+        config = accepted(PipelineConfig.model_validate, {"train_policy": {field: value}})
+        assert config == accepted(check_loss_settings, *settings), (field, value)

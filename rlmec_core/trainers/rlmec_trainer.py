@@ -32,7 +32,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
 from rlmec_core.config import RL_NORMALIZERS, VARIANTS, RlNormalizer, TrainPolicySection, Variant
 from rlmec_core.logprobs import pack_response
-from rlmec_core.losses import DEFAULT_EPSILON, DEFAULT_IMITATION_COEF, rlmec_loss_terms
+from rlmec_core.loss_settings import DEFAULT_EPSILON, DEFAULT_IMITATION_COEF, check_loss_settings
+from rlmec_core.losses import rlmec_loss_terms
 from rlmec_core.progress import use_progress_callbacks
 from rlmec_core.prompt_format import PLAIN, PromptStyle
 from rlmec_core.rewards import instance_rewards
@@ -278,10 +279,7 @@ class RlmecTrainer(LeanLogprobsMixin, Trainer):
     ) -> None:
         if objective not in LOGGED_TERMS:
             raise ValueError(f"objective must be 'rlmec' or 'sft', got {objective!r}")
-        if not 0 < epsilon < 1:
-            raise ValueError(f"epsilon must lie in (0, 1), got {epsilon!r}")
-        if imitation_coef < 0:
-            raise ValueError(f"imitation_coef must be >= 0, got {imitation_coef!r}")
+        check_loss_settings(epsilon, imitation_coef)  # before any training, not at step 1
         if rl_normalizer not in RL_NORMALIZERS:
             raise ValueError(
                 f"rl_normalizer must be one of {RL_NORMALIZERS}, got {rl_normalizer!r}"

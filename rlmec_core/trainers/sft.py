@@ -21,7 +21,7 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from rlmec_core.config import TrainingSection
+from rlmec_core.config import TRAINING_ARGUMENTS, TrainingSection
 from rlmec_core.precision import resolve_precision
 from rlmec_core.progress import on_terminal, use_progress_callbacks
 from rlmec_core.trainers.dev_curve import DevEarlyStopping, dev_curve, stopped_early
@@ -116,17 +116,8 @@ def training_arguments(
     kwargs: dict[str, Any] = {
         **COMMON_TRAINING_ARGUMENTS,
         "output_dir": str(output_dir),
-        "num_train_epochs": training.epochs,
+        **{argument: getattr(training, name) for name, argument in TRAINING_ARGUMENTS.items()},
         "max_steps": training.max_steps if training.max_steps is not None else -1,
-        "learning_rate": training.learning_rate,
-        "per_device_train_batch_size": training.batch_size,
-        "gradient_accumulation_steps": training.gradient_accumulation_steps,
-        "lr_scheduler_type": training.lr_scheduler,
-        "weight_decay": training.weight_decay,
-        "adam_beta2": training.adam_beta2,
-        "save_steps": training.save_steps,
-        "save_total_limit": training.save_total_limit,
-        "logging_steps": training.logging_steps,
         "logging_first_step": True,  # a short run still gets a point on every curve
         "seed": seed,
         "data_seed": seed,
