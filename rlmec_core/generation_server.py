@@ -188,7 +188,8 @@ def _served_models(endpoint: OpenAIEndpoint, timeout_s: float) -> list[str] | No
     import openai
 
     try:
-        page = endpoint.client.with_options(timeout=timeout_s).models.list()
+        # One try, no client retries: callers poll a starting server, or fail fast.
+        page = endpoint.client.with_options(timeout=timeout_s, max_retries=0).models.list()
     except (openai.APIConnectionError, openai.InternalServerError):
         return None
     except openai.NotFoundError:

@@ -1,17 +1,17 @@
-"""One OpenAI-compatible endpoint: API key, retries with backoff, a concurrency limit.
+"""One OpenAI-compatible endpoint: API key, retries, a concurrency limit.
 
 Shared by the chat teacher (``teachers.chat``) and the completions generation backend
-(``generation_server``). The client's own retries are off: ``OpenAIEndpoint.retry`` retries
-transient HTTP errors, timeouts and malformed bodies itself (and, for callers that parse
-answers, unusable answers), with exponential backoff, jitter and the server's
-``Retry-After`` as a floor. The API key is read from the environment variable the caller
+(``generation_server``). Transport failures are the ``openai`` client's to retry (its
+``max_retries``): connection errors, timeouts and HTTP 408/409/429/5xx, with exponential
+backoff and the server's ``Retry-After`` (up to two minutes). ``OpenAIEndpoint.retry``
+retries only what the client does not: a malformed body and, for callers that parse
+answers, an unusable answer. The API key is read from the environment variable the caller
 *names*; it is kept only to redact messages and never reaches a repr, a pickle or a log.
 ``openai`` is imported when an endpoint is made, not with this module (it takes ~0.5 s).
 """
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import os
 import random
@@ -31,7 +31,9 @@ R = TypeVar("R")
 
 # Sent when api_key_env is None: local servers without auth ignore it, the client needs one.
 NO_KEY_PLACEHOLDER = "no-key"
-RETRYABLE_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+# The statuses the client retries (openai._base_client._should_retry): when one still
+# comes back, the endpoint is unavailable rather than refusing the request.
+TRANSIENT_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 
 
 class EndpointError(RuntimeError):
@@ -39,37 +41,19 @@ class EndpointError(RuntimeError):
 
 
 class Retryable(Exception):
-    """One failed attempt worth retrying; ``retry_after`` is the server's hint in seconds."""
+    """An answer that arrived but cannot be read (a malformed body): worth another try."""
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.retry_after = retry_after
 
 
-def retry_after_seconds(headers: object) -> float | None:
-    """Seconds from ``Retry-After`` (delta or HTTP date) or ``retry-after-ms``, if any."""
-    get = getattr(headers, "get", None)
-    if get is None:
-        return None
-    raw_ms = get("retry-after-ms")
-    if raw_ms is not None:
-        try:
-            return max(float(raw_ms) / 1000.0, 0.0)
-        except ValueError:
-            pass
-    raw = get("retry-after")
-    if raw is None:
-        return None
+def _attempts(exc: openai.APIError) -> int:
+    """How many attempts the client made before raising ``exc`` (its retry-count header)."""
     try:
-        return max(float(raw), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
+        return int(exc.request.headers.get("x-stainless-retry-count", "0")) + 1
+    except (AttributeError, ValueError):
+        return 1
 
 
 def read_api_key(
@@ -93,7 +77,9 @@ class OpenAIEndpoint:
 
     ``label`` names the endpoint in messages ("teacher", "generation server");
     ``error_type`` is what unrecoverable failures raise. ``max_retries`` counts retries
-    after the first attempt; ``concurrency`` bounds the requests ``map`` keeps in flight.
+    after the first attempt: the client's of each request through transport failures, and
+    ``retry``'s of malformed or unusable answers, which back off from ``backoff_base_s``
+    up to ``backoff_cap_s``. ``concurrency`` bounds the requests ``map`` keeps in flight.
     """
 
     def __init__(
@@ -107,7 +93,6 @@ class OpenAIEndpoint:
         concurrency: int,
         backoff_base_s: float = 1.0,
         backoff_cap_s: float = 30.0,
-        retry_after_cap_s: float = 60.0,
         label: str = "endpoint",
         owner: str | None = None,
         error_type: type[EndpointError] = EndpointError,
@@ -121,7 +106,6 @@ class OpenAIEndpoint:
             ("timeout_s", timeout_s),
             ("backoff_base_s", backoff_base_s),
             ("backoff_cap_s", backoff_cap_s),
-            ("retry_after_cap_s", retry_after_cap_s),
         ):
             if value < 0:
                 raise ValueError(f"{owner}: {field} must be >= 0, got {value}")
@@ -137,7 +121,6 @@ class OpenAIEndpoint:
         self.concurrency = concurrency
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
-        self.retry_after_cap_s = retry_after_cap_s
         self.label = label
         self.error_type = error_type
         import openai
@@ -146,7 +129,7 @@ class OpenAIEndpoint:
         # Held only for redacting messages; never in repr, pickles or returned objects.
         self._secret = api_key if api_key_env is not None else None
         self.client = openai.OpenAI(
-            base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0
+            base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=max_retries
         )
         self._rng = random.Random()
         self._rng_lock = threading.Lock()
@@ -163,30 +146,26 @@ class OpenAIEndpoint:
     def redact(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
 
-    def backoff_s(self, attempt: int, retry_after: float | None) -> float:
-        """Exponential backoff with jitter; a server's Retry-After (capped) is a floor."""
+    def backoff_s(self, attempt: int) -> float:
+        """Exponential backoff with jitter before retrying an unusable answer."""
         ceiling = min(self.backoff_cap_s, self.backoff_base_s * (2**attempt))
         with self._rng_lock:
-            delay = ceiling / 2 + self._rng.uniform(0, ceiling / 2)
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.retry_after_cap_s))
-        return delay
+            return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
 
     def call(self, request: Callable[[openai.OpenAI], R]) -> R:
-        """One attempt of ``request(client)``; transient failures become ``Retryable``,
-        refusals ``error_type`` (with the key redacted and no exception chained)."""
+        """``request(client)``, retried by the client through transport failures; a
+        malformed body becomes ``Retryable``, anything else ``error_type`` (with the key
+        redacted and no exception chained)."""
         import openai
 
         try:
             return request(self.client)
         except openai.APIConnectionError as exc:  # timeouts included
-            raise Retryable(type(exc).__name__) from None
+            raise self._unavailable(type(exc).__name__, _attempts(exc)) from None
         except openai.APIStatusError as exc:
             status = exc.status_code
-            if status in RETRYABLE_STATUS:
-                raise Retryable(
-                    f"HTTP {status}", retry_after_seconds(exc.response.headers)
-                ) from None
+            if status in TRANSIENT_STATUS:
+                raise self._unavailable(f"HTTP {status}", _attempts(exc)) from None
             if status in (401, 403):
                 raise self.error_type(
                     f"{self.label} at {self.base_url} rejected the credentials (HTTP {status}); "
@@ -200,33 +179,39 @@ class OpenAIEndpoint:
                 f"{self.model!r} (HTTP {status}): {self.redact(str(exc.message))}"
             ) from None
         except (openai.APIResponseValidationError, ValueError):
-            # A body that is not JSON (ValueError from the decoder) or not a completion.
+            # A body that is not JSON (ValueError from the decoder) or not a completion:
+            # the client does not retry these.
             raise Retryable("malformed response body") from None
+
+    def _unavailable(self, reason: str, attempts: int) -> EndpointError:
+        return self.error_type(
+            f"{self.label} at {self.base_url} still failing after {attempts} attempts: "
+            f"{self.redact(reason)}"
+        )
 
     def retry(self, attempt: Callable[[], T | None], what: str) -> T | None:
         """Run ``attempt`` until it returns a value, at most ``max_retries + 1`` times.
 
-        ``attempt`` raises ``Retryable`` for a transport failure and returns None for an
-        answer that arrived but could not be used (``what`` names it in the logs). Raises
-        ``error_type`` when the last failure was the transport's: silently giving up on
-        every item of an outage would corrupt the data. Returns None when the last
-        failure was an unusable answer.
+        Ours, not the client's: the client retries transport failures (inside ``call``),
+        not an answer that arrived unusable. ``attempt`` raises ``Retryable`` for a
+        malformed body and returns None for an answer that could not be used (``what``
+        names it in the logs). Raises ``error_type`` when the last failure was a malformed
+        body, as for an outage: silently giving up on every item would corrupt the data.
+        Returns None when the last failure was an unusable answer.
         """
-        transport_failure: str | None = None
+        malformed: str | None = None
         for number in range(self.max_retries + 1):
-            retry_after = None
             try:
                 result = attempt()
             except Retryable as failure:
-                transport_failure, retry_after = failure.reason, failure.retry_after
-                reason = failure.reason
+                malformed = reason = failure.reason
             else:
                 if result is not None:
                     return result
-                transport_failure, reason = None, f"unparseable {what} answer"
+                malformed, reason = None, f"unparseable {what} answer"
             if number == self.max_retries:
                 break
-            delay = self.backoff_s(number, retry_after)
+            delay = self.backoff_s(number)
             logger.warning(
                 "%s %s: %s; retry %d/%d in %.2fs",
                 self.label,
@@ -237,11 +222,8 @@ class OpenAIEndpoint:
                 delay,
             )
             time.sleep(delay)
-        if transport_failure is not None:
-            raise self.error_type(
-                f"{self.label} at {self.base_url} still failing after {self.max_retries + 1} "
-                f"attempts: {self.redact(transport_failure)}"
-            )
+        if malformed is not None:
+            raise self._unavailable(malformed, self.max_retries + 1)
         return None
 
     def map(

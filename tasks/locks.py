@@ -1,15 +1,14 @@
 """Locks between processes sharing a workspace: one computes a stage, the others wait and
 then take its result from the cache; one creates the MLflow store, the others wait.
 
-They are ``flock(2)`` locks, so the kernel releases a lock when its holder dies: a rerun
-after ``kill -9`` never waits on a dead run's lock (Prefect's ``FileSystemLockManager``,
-whose interface ``StageLockManager`` keeps, marks a lock by a file's existence, which a
-killed holder leaves behind for ever).
+They are ``filelock`` locks on ``flock(2)``, so the kernel releases a lock when its holder
+dies: a rerun after ``kill -9`` never waits on a dead run's lock (Prefect's
+``FileSystemLockManager``, whose interface ``StageLockManager`` keeps, marks a lock by a
+file's existence, which a killed holder leaves behind for ever).
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import threading
@@ -19,33 +18,39 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
+from filelock import FileLock, Timeout
 from prefect.locking.filesystem import FileSystemLockManager
 
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2
 LOCKS_FOLDER = ".locks"
+# "No timeout" as a finite one: for an unlimited wait filelock refuses a lock another holder
+# took in the same thread, and anyio's reused worker threads wait for each other's locks.
+_NO_TIMEOUT_S = 10 * 365 * 24 * 3600.0
 
 # Held locks of this process, shared by every copy of a manager (Prefect deep-copies cache
-# policies): lock file -> (holder, descriptor).
-_held: dict[str, tuple[str, int]] = {}
+# policies): lock file -> (holder, lock).
+_held: dict[str, tuple[str, FileLock]] = {}
 _guard = threading.Lock()
+
+
+def _flock(path: Path | str) -> FileLock:
+    # Never the soft (existence) fallback: a killed holder would leave it taken for ever.
+    # Not thread-local: Prefect may release a lock from another thread than took it.
+    return FileLock(path, thread_local=False, fallback_to_soft=False, poll_interval=POLL_SECONDS)
 
 
 @contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` (created if needed) for the block."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with _flock(path):
         yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 class StageLockManager(FileSystemLockManager):
-    """Prefect's lock-manager interface over ``flock`` on ``<key>.lock`` files.
+    """Prefect's lock-manager interface over ``FileLock`` on ``<key>.lock`` files.
 
     The folder defaults to ``.locks`` in Prefect's result storage, read when a lock is
     taken: the cached results it guards live there, so every process that shares them
@@ -80,23 +85,17 @@ class StageLockManager(FileSystemLockManager):
             if _held.get(path, ("",))[0] == holder:
                 return True
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        deadline = None if acquire_timeout is None else time.monotonic() + acquire_timeout
-        waited = False
-        while True:
+        lock = _flock(path)
+        try:
+            lock.acquire(blocking=False)
+        except Timeout:
+            logger.info("waiting for another run computing %s (lock %s)", key, path)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if deadline is not None and time.monotonic() >= deadline:
-                    os.close(fd)
-                    return False
-                if not waited:
-                    logger.info("waiting for another run computing %s (lock %s)", key, path)
-                    waited = True
-                time.sleep(POLL_SECONDS)
+                lock.acquire(timeout=_NO_TIMEOUT_S if acquire_timeout is None else acquire_timeout)
+            except Timeout:
+                return False
         with _guard:
-            _held[path] = (holder, fd)
+            _held[path] = (holder, lock)
         return True
 
     async def aacquire_lock(
@@ -115,24 +114,22 @@ class StageLockManager(FileSystemLockManager):
         with _guard:
             if _held.get(path, ("",))[0] != holder:
                 raise ValueError(f"No lock held by {holder} for transaction with key {key}")
-            _, fd = _held.pop(path)
-        os.close(fd)  # releases the lock
+            _, lock = _held.pop(path)
+        lock.release()
 
     def is_locked(self, key: str, use_cache: bool = False) -> bool:
         path = self._path(key)
         with _guard:
             if path in _held:
                 return True
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
+        if not os.path.exists(path):
             return False
+        probe = _flock(path)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            probe.acquire(blocking=False)
+        except Timeout:
             return True
-        finally:
-            os.close(fd)
+        probe.release()
         return False
 
     def is_lock_holder(self, key: str, holder: str) -> bool:

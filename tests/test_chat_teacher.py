@@ -77,7 +77,6 @@ def make_teacher(server: TeacherServer, **kwargs) -> ChatTeacher:
         max_tokens=256,
         backoff_base_s=0.001,
         backoff_cap_s=0.01,
-        retry_after_cap_s=1.0,
     )
     settings.update(kwargs)
     return ChatTeacher(**settings)
@@ -249,18 +248,21 @@ def test_each_fault_is_retried_and_recovers(make_server, fault, on_call):
     assert server.request_count == 4
 
 
-def test_retry_after_is_respected_and_capped(make_server):
+def test_retry_after_is_respected_and_an_excessive_one_not_waited_for(make_server):
     server = make_server()
     server.script_faults([Fault.http(429, retry_after=0.3)])
     start = time.monotonic()
     assert make_teacher(server).rewrite(QUESTION, GOLD, RIGHT) == Rewrite(-1, RIGHT)
     assert time.monotonic() - start >= 0.3
+    assert server.request_count == 2
 
+    # The client waits at most two minutes for a Retry-After; beyond, it gives up at once.
     server.script_faults([Fault.http(429, retry_after=3600)])
     start = time.monotonic()
-    teacher = make_teacher(server, retry_after_cap_s=0.05)
-    assert teacher.rewrite(QUESTION, GOLD, RIGHT) == Rewrite(-1, RIGHT)
+    with pytest.raises(ChatTeacherError, match="after 1 attempts: HTTP 429"):
+        make_teacher(server).rewrite(QUESTION, GOLD, RIGHT)
     assert time.monotonic() - start < 3
+    assert server.request_count == 2 + 1
 
 
 def test_persistent_garbage_abstains_after_max_retries(make_server):

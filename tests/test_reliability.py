@@ -296,6 +296,19 @@ def test_a_waiting_holder_gets_the_lock_when_it_is_released(tmp_path):
     manager.release_lock("k", "second")
 
 
+def test_a_thread_waits_for_a_lock_another_holder_took_in_it(tmp_path):
+    # Prefect's async path takes locks in anyio's reused worker threads, and releases them
+    # from the event loop: the wait must not be refused as a deadlock.
+    manager = StageLockManager(tmp_path)
+    manager.acquire_lock("k", "first")
+    releaser = threading.Timer(0.5, manager.release_lock, ("k", "first"))
+    releaser.start()
+    assert manager.acquire_lock("k", "second")
+    releaser.join()
+    assert manager.is_lock_holder("k", "second")
+    manager.release_lock("k", "second")
+
+
 # --- the last line of a failure --------------------------------------------------------
 
 

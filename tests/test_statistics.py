@@ -90,3 +90,11 @@ def test_results_are_reproducible_and_inputs_checked():
         accuracy_interval([0.5, 1.0])
     with pytest.raises(ValueError, match="same problems"):
         mcnemar_p([True], [True, False])
+
+
+def test_one_problem_resamples_to_itself():
+    assert accuracy_interval([True]).to_json() == {
+        "value": 1.0, "low": 1.0, "high": 1.0, "n": 1, "p_value": None,
+    }  # fmt: skip
+    diff = paired_difference([[True], [True]], [[False], [True]])
+    assert (diff.value, diff.low, diff.high, diff.n) == (0.5, 0.5, 0.5, 1)

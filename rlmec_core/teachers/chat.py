@@ -1,8 +1,8 @@
 """A stage-2 teacher behind any OpenAI-compatible chat endpoint (OpenAI, vLLM, llama.cpp...).
 
 Two calls per incorrect prediction, as in the reference: the first error step k, then a
-minimal continuation from the kept prefix (steps 0..k-1 verbatim). Retries are ours (the
-client's own are off) so that unparseable answers are retried like transient HTTP errors.
+minimal continuation from the kept prefix (steps 0..k-1 verbatim). The ``openai`` client
+retries transient HTTP errors; unparseable answers are retried here (``OpenAIEndpoint.retry``).
 The API key is read from the environment and never stored anywhere it could be printed.
 """
 
@@ -42,8 +42,9 @@ class ChatTeacher:
 
     ``api_key_env`` names the environment variable that holds the key (read once, here);
     ``None`` means a local server without auth. ``max_retries`` counts retries after the
-    first attempt, for transient HTTP errors and unparseable answers alike. Key handling,
-    retries, backoff and the concurrency limit are ``openai_client.OpenAIEndpoint``'s.
+    first attempt, of each request through transient HTTP errors and of unparseable answers.
+    Key handling, retries, backoff and the concurrency limit are
+    ``openai_client.OpenAIEndpoint``'s.
     """
 
     name = "chat"
@@ -61,7 +62,6 @@ class ChatTeacher:
         max_tokens: int = 1024,
         backoff_base_s: float = 1.0,
         backoff_cap_s: float = 30.0,
-        retry_after_cap_s: float = 60.0,
     ) -> None:
         # The arguments as given (first, while locals() holds only them): also what a
         # pickle carries.
@@ -88,7 +88,8 @@ class ChatTeacher:
         self.__init__(**state)
 
     def _complete(self, messages: list[dict]) -> str:
-        """One chat completion's text; transient failures become ``Retryable``."""
+        """One chat completion's text (the client retries transient failures); a malformed
+        or empty answer becomes ``Retryable``."""
         completion = self._endpoint.call(
             lambda client: client.chat.completions.create(
                 model=self.model,
