@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import json
 import sys
 import tempfile
@@ -73,49 +74,47 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"rlmec: {args.config}: --bootstrap-seeds: {exc}", file=sys.stderr)
             return 2
-    server = _prepare(args)
-    from flows.ablation import rlmec_ablation
-
-    _start(args, server)
-    result = rlmec_ablation(
-        config_path=args.config,
-        workspace=args.workspace,
-        seeds=args.seeds,
-        variants=args.variants,
-        bootstrap_seeds=args.bootstrap_seeds,
-    )
-    if args.json:
-        keys = ("artifact", "summary", "runs", "stages")
-        print(json.dumps({k: result[k] for k in keys}, indent=2))
-        return 0
-    print()
-    _print_stage_table(result["stages"])
-    print()
-    print(result["markdown"])
-    print(f"ablation artifact: {result['artifact']}")
-    return 0
+    options = {
+        "seeds": args.seeds,
+        "variants": args.variants,
+        "bootstrap_seeds": args.bootstrap_seeds,
+    }
+    keys = ("artifact", "summary", "runs", "stages")
+    return _run_study(args, "ablation", "rlmec_ablation", options, keys, stage_table=True)
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
     if args.learning_rates and not all(0 < lr < float("inf") for lr in args.learning_rates):
         print("rlmec: --learning-rates must be positive finite numbers", file=sys.stderr)
         return 2
-    server = _prepare(args)
-    from flows.tuning import rlmec_tuning
+    options = {"learning_rates": args.learning_rates, "variants": args.variants}
+    keys = ("artifact", "chosen", "summary")
+    return _run_study(args, "tuning", "rlmec_tuning", options, keys, stage_table=False)
 
+
+def _run_study(
+    args: argparse.Namespace,
+    kind: str,
+    flow_name: str,
+    options: dict,
+    json_keys: tuple[str, ...],
+    stage_table: bool,
+) -> int:
+    """``rlmec ablate`` and ``rlmec tune``: the study's flow (``flows.<kind>``), then its
+    table, or the result's ``json_keys`` as JSON."""
+    server = _prepare(args)
+    flow = getattr(importlib.import_module(f"flows.{kind}"), flow_name)  # after the environment
     _start(args, server)
-    result = rlmec_tuning(
-        config_path=args.config,
-        workspace=args.workspace,
-        learning_rates=args.learning_rates,
-        variants=args.variants,
-    )
+    result = flow(config_path=args.config, workspace=args.workspace, **options)
     if args.json:
-        print(json.dumps({k: result[k] for k in ("artifact", "chosen", "summary")}, indent=2))
+        print(json.dumps({k: result[k] for k in json_keys}, indent=2))
         return 0
     print()
+    if stage_table:
+        _print_stage_table(result["stages"])
+        print()
     print(result["markdown"])
-    print(f"tuning artifact: {result['artifact']}")
+    print(f"{kind} artifact: {result['artifact']}")
     return 0
 
 
