@@ -154,34 +154,11 @@ def pipeline_run(
     workspace.mkdir(parents=True, exist_ok=True)
     configure_project_logging(get_current_settings().logging.level)
     uri = config.tracking.mlflow_tracking_uri or tracking.default_tracking_uri(workspace)
-    try:
-        # One process at a time creates the store's tables (the client opens the store)
-        # and the experiment.
-        with file_lock(workspace / LOCKS_FOLDER / "mlflow.lock"):
-            client = MlflowClient(tracking_uri=uri)
-            experiment_id = tracking.ensure_experiment(
-                client, config.tracking.experiment, workspace
-            )
-            close_interrupted_runs(workspace, client)
-    except OSError:
-        raise  # the workspace itself (read-only, full): said as such by the CLI
-    except Exception as exc:
-        where = re.sub(r"://[^/@]*@", "://***@", uri)  # never print a password
-        raise TrackingError(f"MLflow tracking store {where} cannot be used: {exc}") from exc
+    client, experiment_id = _open_tracking(uri, config, workspace)
     prefect_run_id = str(flow_run.id) if flow_run.id else None
-    parent = client.create_run(
-        experiment_id,
-        run_name=f"{config.run.name}-{flow_run.name or 'local'}",
-        tags={
-            "rlmec.config_path": config_path,
-            "rlmec.config_hash": config.config_hash(),
-            "rlmec.workspace": str(workspace),
-            "prefect.flow_run_id": prefect_run_id,
-        },
+    parent_id = _open_parent_run(
+        client, experiment_id, config, config_path, workspace, prefect_run_id
     )
-    parent_id = parent.info.run_id
-    tracking.log_params(client, parent_id, {"run": config.run.model_dump(mode="json")})
-    client.log_dict(parent_id, config.model_dump(mode="json"), "config.json")
     ctx = RunContext(
         config=config,
         workspace=str(workspace),
@@ -190,18 +167,7 @@ def pipeline_run(
         mlflow_parent_run_id=parent_id,
     )
     ctx.store.sweep_staging()
-    record = {
-        "mlflow_run_id": parent_id,
-        "prefect_flow_run_id": prefect_run_id,
-        "config_path": config_path,
-        "config_hash": config.config_hash(),
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "status": "RUNNING",
-        "started_at": _now(),
-        "finished_at": None,
-        "stages": [],
-    }
+    record = _run_record(parent_id, prefect_run_id, config, config_path)
     path = workspace / "runs" / f"{record['started_at'].replace(':', '')}-{parent_id[:8]}.json"
 
     def save() -> None:
@@ -220,15 +186,91 @@ def pipeline_run(
         status = INTERRUPTED
         raise
     finally:
-        record.update(status=status, finished_at=_now(), mlflow_closed=True)
-        try:
-            client.set_terminated(parent_id, "KILLED" if status == INTERRUPTED else status)
-        except Exception:  # e.g. a full disk; the next run closes it (close_interrupted_runs)
-            record["mlflow_closed"] = False
-        try:
-            save()
-        except OSError:
-            _save_in_place(path, record)  # a full disk has no room for a new file
+        _close_run(client, parent_id, status, record, save, path)
+
+
+def _open_tracking(uri: str, config: PipelineConfig, workspace: Path) -> tuple[MlflowClient, str]:
+    """A client of the tracking store at ``uri`` and the run's experiment id, after closing
+    the runs that an earlier, killed process left open."""
+    try:
+        # One process at a time creates the store's tables (the client opens the store)
+        # and the experiment.
+        with file_lock(workspace / LOCKS_FOLDER / "mlflow.lock"):
+            client = MlflowClient(tracking_uri=uri)
+            experiment_id = tracking.ensure_experiment(
+                client, config.tracking.experiment, workspace
+            )
+            close_interrupted_runs(workspace, client)
+    except OSError:
+        raise  # the workspace itself (read-only, full): said as such by the CLI
+    except Exception as exc:
+        where = re.sub(r"://[^/@]*@", "://***@", uri)  # never print a password
+        raise TrackingError(f"MLflow tracking store {where} cannot be used: {exc}") from exc
+    return client, experiment_id
+
+
+def _open_parent_run(
+    client: MlflowClient,
+    experiment_id: str,
+    config: PipelineConfig,
+    config_path: str,
+    workspace: Path,
+    prefect_run_id: str | None,
+) -> str:
+    """Create the MLflow parent run with the run's params and config; its id."""
+    parent = client.create_run(
+        experiment_id,
+        run_name=f"{config.run.name}-{flow_run.name or 'local'}",
+        tags={
+            "rlmec.config_path": config_path,
+            "rlmec.config_hash": config.config_hash(),
+            "rlmec.workspace": str(workspace),
+            "prefect.flow_run_id": prefect_run_id,
+        },
+    )
+    parent_id = parent.info.run_id
+    tracking.log_params(client, parent_id, {"run": config.run.model_dump(mode="json")})
+    client.log_dict(parent_id, config.model_dump(mode="json"), "config.json")
+    return parent_id
+
+
+def _run_record(
+    parent_id: str, prefect_run_id: str | None, config: PipelineConfig, config_path: str
+) -> dict[str, Any]:
+    """The run record of a run starting now (``runs/<started_at>-<run id>.json``)."""
+    return {
+        "mlflow_run_id": parent_id,
+        "prefect_flow_run_id": prefect_run_id,
+        "config_path": config_path,
+        "config_hash": config.config_hash(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "status": "RUNNING",
+        "started_at": _now(),
+        "finished_at": None,
+        "stages": [],
+    }
+
+
+def _close_run(
+    client: MlflowClient,
+    parent_id: str,
+    status: str,
+    record: dict[str, Any],
+    save: Callable[[], None],
+    path: Path,
+) -> None:
+    """Close the MLflow parent run with ``status`` and save the finished run record, each
+    as far as a full disk allows."""
+    record.update(status=status, finished_at=_now(), mlflow_closed=True)
+    try:
+        client.set_terminated(parent_id, "KILLED" if status == INTERRUPTED else status)
+    except Exception:  # e.g. a full disk; the next run closes it (close_interrupted_runs)
+        record["mlflow_closed"] = False
+    try:
+        save()
+    except OSError:
+        _save_in_place(path, record)  # a full disk has no room for a new file
 
 
 def _save_in_place(path: Path, record: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from datasets import DatasetDict
+from datasets import Dataset, DatasetDict
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from rlmec_core.config import BootstrapSection
@@ -27,7 +27,7 @@ from rlmec_core.grm_data import CORRECT_RESPONSE, error_step_prompt, rewrite_pro
 from rlmec_core.modeling import build_tiny_llama, load_policy
 from rlmec_core.policy_prompt import format_policy_prompt
 from rlmec_core.precision import torch_dtype
-from rlmec_core.prompt_format import prompt_style
+from rlmec_core.prompt_format import PromptStyle, prompt_style
 from rlmec_core.tokenizer import train_tokenizer
 from rlmec_core.trainers.dev_curve import DevEarlyStopping
 from rlmec_core.trainers.lora import lora_dtype
@@ -90,11 +90,7 @@ def bootstrap_policy(
     ``dev_curve`` (``(step, epoch, accuracy)`` after each epoch) and ``best_epoch``, the
     epoch whose weights are kept (early stopping on dev).
     """
-    for split in ("train", "dev"):
-        if split not in splits:
-            raise ValueError(f"bootstrap_policy: splits has no {split!r} split ({list(splits)})")
-    if len(splits["train"]) == 0:
-        raise ValueError("bootstrap_policy: the train split is empty")
+    _check_splits(splits)
     start = time.perf_counter()
     out_dir = Path(out_dir)
     checkpoint_dir = (
@@ -103,22 +99,7 @@ def bootstrap_policy(
         else out_dir.with_name(f"{out_dir.name}-checkpoints")
     )
     train = splits["train"]
-    if model_path is not None:
-        model, tokenizer = load_policy(
-            model_path, dtype=lora_dtype(torch_dtype(cfg.precision), cfg.lora)
-        )
-        positions = getattr(model.config, "max_position_embeddings", None) or cfg.max_length
-        if cfg.learning_rate >= 1e-3:
-            logger.warning(
-                "bootstrap: learning_rate %g fine-tunes %s; that suits the tiny model trained "
-                "from scratch, a pretrained one wants about 1e-5 (bootstrap.learning_rate)",
-                cfg.learning_rate,
-                model_path,
-            )
-    else:
-        tokenizer = _offline_tokenizer(train, cfg, checkpoint_dir)
-        model = build_tiny_llama(tokenizer, seed=seed, **cfg.tiny_architecture())
-        positions = cfg.max_position_embeddings
+    model, tokenizer, positions = _initial_model(train, cfg, seed, checkpoint_dir, model_path)
     style = prompt_style(tokenizer, prompt_format)
     examples = [
         {"prompt": format_policy_prompt(q, style), "response": s}
@@ -154,6 +135,55 @@ def bootstrap_policy(
     )
     dev = dev_accuracy(model)
     save_policy_atomically(model, tokenizer, out_dir)
+    return _bootstrap_metrics(model, tokenizer, style, sft, dev, start, early_stopping)
+
+
+def _check_splits(splits: DatasetDict) -> None:
+    for split in ("train", "dev"):
+        if split not in splits:
+            raise ValueError(f"bootstrap_policy: splits has no {split!r} split ({list(splits)})")
+    if len(splits["train"]) == 0:
+        raise ValueError("bootstrap_policy: the train split is empty")
+
+
+def _initial_model(
+    train: Dataset,
+    cfg: BootstrapSection,
+    seed: int,
+    checkpoint_dir: Path,
+    model_path: str | Path | None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, int]:
+    """The model to fine-tune, its tokenizer, and how many positions it takes: the local
+    model at ``model_path``, or (None) a tiny Llama with a tokenizer trained on ``train``."""
+    if model_path is not None:
+        model, tokenizer = load_policy(
+            model_path, dtype=lora_dtype(torch_dtype(cfg.precision), cfg.lora)
+        )
+        positions = getattr(model.config, "max_position_embeddings", None) or cfg.max_length
+        if cfg.learning_rate >= 1e-3:
+            logger.warning(
+                "bootstrap: learning_rate %g fine-tunes %s; that suits the tiny model trained "
+                "from scratch, a pretrained one wants about 1e-5 (bootstrap.learning_rate)",
+                cfg.learning_rate,
+                model_path,
+            )
+    else:
+        tokenizer = _offline_tokenizer(train, cfg, checkpoint_dir)
+        model = build_tiny_llama(tokenizer, seed=seed, **cfg.tiny_architecture())
+        positions = cfg.max_position_embeddings
+    return model, tokenizer, positions
+
+
+def _bootstrap_metrics(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    style: PromptStyle,
+    sft: Mapping[str, Any],
+    dev: Mapping[str, Any],
+    start: float,
+    early_stopping: DevEarlyStopping | None,
+) -> dict[str, Any]:
+    """``bootstrap_policy``'s metrics (see there), ``seconds`` counted from ``start``."""
     return {
         "dev_accuracy": dev["accuracy"],
         "dev_n": dev["n"],

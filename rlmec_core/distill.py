@@ -211,26 +211,65 @@ def distill_rewrites(
     verifier = Verifier(verification or VerificationSection(steps="off"))
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    rows = _sample_rows(samples)
+    shard_dir = Path(shard_dir)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    results = _resumed_results(shard_dir, rows)
+    todo = [row for row in rows if row["sample_id"] not in results]
+
+    writer = _ShardWriter(shard_dir)
+    bar = Progress(len(todo), f"distil ({teacher.name})", enabled=progress)
+    finish = _sample_finisher(
+        teacher, verifier, writer, bar, results, len(todo), max_failed_fraction
+    )
+    try:
+        if concurrency == 1:
+            for sample in todo:
+                finish(sample)
+        else:
+            _run_pool(finish, todo, concurrency)
+    finally:
+        writer.close()
+        bar.close()
+    return [results[row["sample_id"]] for row in rows]
+
+
+def _sample_rows(samples: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The SAMPLE_FEATURES fields of every sample, each sample_id at most once."""
     rows = [_sample_fields(sample, i) for i, sample in enumerate(samples)]
     ids = Counter(row["sample_id"] for row in rows)
     duplicated = [sample_id for sample_id, n in ids.items() if n > 1]
     if duplicated:
         raise ValueError(f"duplicate sample_id {duplicated[0]!r} in the samples")
+    return rows
 
-    shard_dir = Path(shard_dir)
-    shard_dir.mkdir(parents=True, exist_ok=True)
+
+def _resumed_results(shard_dir: Path, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The rows already in ``shard_dir``'s shards, each checked against its sample."""
     results = read_shards(shard_dir)
     for row in rows:
         if row["sample_id"] in results:
             _check_resumed(results[row["sample_id"]], row, shard_dir)
-    todo = [row for row in rows if row["sample_id"] not in results]
+    return results
 
-    writer = _ShardWriter(shard_dir)
-    bar = Progress(len(todo), f"distil ({teacher.name})", enabled=progress)
+
+def _sample_finisher(
+    teacher: Teacher,
+    verifier: Verifier,
+    writer: _ShardWriter,
+    bar: Progress,
+    results: dict[str, dict[str, Any]],
+    n_todo: int,
+    max_failed_fraction: float,
+) -> Callable[[dict[str, Any]], None]:
+    """``finish(sample)``: judge one sample, save its row to ``writer`` and ``results``, count
+    it on ``bar``; safe across threads. An error of the teacher's ``sample_errors`` makes the
+    sample abstain, unsaved, until more than ``max_failed_fraction`` of the ``n_todo``
+    samples failed; then, and on any other error, DistillError."""
     lock = threading.Lock()
     tolerated: tuple[type[BaseException], ...] = getattr(teacher, "sample_errors", ())
     failed: list[str] = []
-    allowed = int(max_failed_fraction * len(todo))
+    allowed = int(max_failed_fraction * n_todo)
 
     def finish(sample: dict[str, Any]) -> None:
         try:
@@ -242,7 +281,7 @@ def distill_rewrites(
                 count = len(failed)
             if count > allowed:
                 note = (
-                    f"{count} of {len(todo)} samples failed, more than "
+                    f"{count} of {n_todo} samples failed, more than "
                     f"max_failed_fraction {max_failed_fraction:g}"
                 )
                 raise DistillError(sample["sample_id"], teacher.name, e, note) from e
@@ -262,16 +301,7 @@ def distill_rewrites(
             results[sample["sample_id"]] = row
             bar.update(1)
 
-    try:
-        if concurrency == 1:
-            for sample in todo:
-                finish(sample)
-        else:
-            _run_pool(finish, todo, concurrency)
-    finally:
-        writer.close()
-        bar.close()
-    return [results[row["sample_id"]] for row in rows]
+    return finish
 
 
 def _run_pool(

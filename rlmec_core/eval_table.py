@@ -222,6 +222,25 @@ def ablation_summary(
     _check_keys(results, ("variant", "seed", "eval_set", "outcomes"), "ablation_summary")
     bases = {name: _initial_rows(name, outcomes) for name, outcomes in initial.items()}
     several = any(len(rows) > 1 for rows in bases.values())
+    groups = _group_seeds(results, bases, several)
+    summary = []
+    for eval_set, base in bases.items():
+        summary.append(_initial_summary(eval_set, base, several))
+        for (variant, where), by_seed in groups.items():
+            if where != eval_set:
+                continue
+            ref = groups.get((reference, eval_set))
+            summary.append(
+                _variant_summary(variant, eval_set, by_seed, base, ref, reference, several)
+            )
+    return summary
+
+
+def _group_seeds(
+    results: Sequence[Mapping[str, Any]], bases: Mapping[str, list[list[bool]]], several: bool
+) -> dict[tuple[str, str], dict[Any, Mapping[str, Any]]]:
+    """The result rows by (variant, eval set), then by seed (``"b/s"`` with ``several``
+    bootstrap seeds), each checked against its initial policy's outcomes."""
     groups: dict[tuple[str, str], dict[Any, Mapping[str, Any]]] = {}
     for i, r in enumerate(results):
         if r["eval_set"] not in bases:
@@ -248,69 +267,74 @@ def ablation_summary(
                 f"{r['variant']!r} on {r['eval_set']!r}"
             )
         seeds[seed] = r
+    return groups
 
-    def matrix(rows: Iterable[Mapping[str, Any]]) -> list[list[bool]]:
-        return [[bool(o) for o in r["outcomes"]] for r in rows]
 
-    summary = []
-    for eval_set, base in bases.items():
-        accuracies = [sum(row) / len(row) for row in base]
-        summary.append(
-            {
-                "variant": BASELINE_POLICY,
-                "eval_set": eval_set,
-                "n": len(base[0]),
-                "n_seeds": len(base),
-                "seeds": list(range(len(base))) if several else [],
-                "accuracy": accuracy_interval(base).to_json(),
-                "seed_accuracies": accuracies,
-                "std": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
-                "vs_initial": None,
-                "vs_reference": None,
-                "vs_initial_by_bootstrap": None,
-                "artifacts": {},
-            }
-        )
-        for (variant, where), by_seed in groups.items():
-            if where != eval_set:
-                continue
-            seeds = sorted(by_seed, key=str)
-            rows = [by_seed[s] for s in seeds]
-            outcomes = matrix(rows)
-            # Each trained policy beside the initial policy it started from.
-            initials = [base[r.get("bootstrap_seed", 0)] for r in rows]
-            accuracies = [sum(o) / len(o) for o in outcomes]
-            ref = groups.get((reference, eval_set))
-            vs_reference: Estimate | None = None
-            if ref is not None and variant != reference:
-                vs_reference = paired_difference(outcomes, matrix(ref.values()))
-            by_bootstrap = None
-            if several:
-                by_bootstrap = {
-                    str(b): paired_difference(
-                        matrix(r for r in rows if r.get("bootstrap_seed", 0) == b), base[b]
-                    ).to_json()
-                    for b in sorted({r.get("bootstrap_seed", 0) for r in rows})
-                }
-            summary.append(
-                {
-                    "variant": variant,
-                    "eval_set": eval_set,
-                    "n": len(base[0]),
-                    "n_seeds": len(seeds),
-                    "seeds": seeds,
-                    "accuracy": accuracy_interval(outcomes).to_json(),
-                    "seed_accuracies": accuracies,
-                    "std": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
-                    "vs_initial": paired_difference(outcomes, initials).to_json(),
-                    "vs_reference": vs_reference.to_json() if vs_reference else None,
-                    "vs_initial_by_bootstrap": by_bootstrap,
-                    "artifacts": {
-                        str(s): r.get("policy_artifact") for s, r in zip(seeds, rows, strict=True)
-                    },
-                }
-            )
-    return summary
+def _outcome_matrix(rows: Iterable[Mapping[str, Any]]) -> list[list[bool]]:
+    return [[bool(o) for o in r["outcomes"]] for r in rows]
+
+
+def _initial_summary(eval_set: str, base: list[list[bool]], several: bool) -> dict[str, Any]:
+    """The initial policy's summary row on ``eval_set``: one seed per bootstrap seed."""
+    accuracies = [sum(row) / len(row) for row in base]
+    return {
+        "variant": BASELINE_POLICY,
+        "eval_set": eval_set,
+        "n": len(base[0]),
+        "n_seeds": len(base),
+        "seeds": list(range(len(base))) if several else [],
+        "accuracy": accuracy_interval(base).to_json(),
+        "seed_accuracies": accuracies,
+        "std": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
+        "vs_initial": None,
+        "vs_reference": None,
+        "vs_initial_by_bootstrap": None,
+        "artifacts": {},
+    }
+
+
+def _variant_summary(
+    variant: str,
+    eval_set: str,
+    by_seed: Mapping[Any, Mapping[str, Any]],
+    base: list[list[bool]],
+    ref: Mapping[Any, Mapping[str, Any]] | None,
+    reference: str,
+    several: bool,
+) -> dict[str, Any]:
+    """One variant's summary row on ``eval_set``: its seeds pooled, paired with the initial
+    policy (``base``) and with the ``reference`` variant's seeds (``ref``, when it ran)."""
+    seeds = sorted(by_seed, key=str)
+    rows = [by_seed[s] for s in seeds]
+    outcomes = _outcome_matrix(rows)
+    # Each trained policy beside the initial policy it started from.
+    initials = [base[r.get("bootstrap_seed", 0)] for r in rows]
+    accuracies = [sum(o) / len(o) for o in outcomes]
+    vs_reference: Estimate | None = None
+    if ref is not None and variant != reference:
+        vs_reference = paired_difference(outcomes, _outcome_matrix(ref.values()))
+    by_bootstrap = None
+    if several:
+        by_bootstrap = {
+            str(b): paired_difference(
+                _outcome_matrix(r for r in rows if r.get("bootstrap_seed", 0) == b), base[b]
+            ).to_json()
+            for b in sorted({r.get("bootstrap_seed", 0) for r in rows})
+        }
+    return {
+        "variant": variant,
+        "eval_set": eval_set,
+        "n": len(base[0]),
+        "n_seeds": len(seeds),
+        "seeds": seeds,
+        "accuracy": accuracy_interval(outcomes).to_json(),
+        "seed_accuracies": accuracies,
+        "std": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
+        "vs_initial": paired_difference(outcomes, initials).to_json(),
+        "vs_reference": vs_reference.to_json() if vs_reference else None,
+        "vs_initial_by_bootstrap": by_bootstrap,
+        "artifacts": {str(s): r.get("policy_artifact") for s, r in zip(seeds, rows, strict=True)},
+    }
 
 
 def _initial_rows(

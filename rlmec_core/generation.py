@@ -60,13 +60,7 @@ def generate_solutions(
     (``batch_size`` unused: the server batches concurrent requests), seeded from ``seed``
     and the prompt's index; the server's sampler decides the samples.
     """
-    if num_return_sequences < 1 or batch_size < 1 or max_new_tokens < 1:
-        raise ValueError(
-            "num_return_sequences, batch_size and max_new_tokens must be >= 1, got "
-            f"{num_return_sequences}, {batch_size}, {max_new_tokens}"
-        )
-    if temperature < 0 or not 0 < top_p <= 1:
-        raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+    _check_sampling(num_return_sequences, batch_size, max_new_tokens, temperature, top_p)
     if isinstance(model, ServedModel):
         start = time.perf_counter()
         # Each prompt's ids as the batched hf path has them under its padding: special tokens.
@@ -84,11 +78,7 @@ def generate_solutions(
         return GenerationResult(stripped, n_tokens, time.perf_counter() - start)
     if tokenizer.pad_token_id is None:
         raise ValueError("tokenizer has no pad token; load it with rlmec_core.modeling.load_policy")
-
-    eos = model.generation_config.eos_token_id
-    if eos is None:
-        eos = tokenizer.eos_token_id
-    eos_ids = set(eos) if isinstance(eos, list) else {eos}
+    eos_ids = _eos_ids(model, tokenizer)
 
     was_training = model.training
     model.eval()
@@ -98,25 +88,80 @@ def generate_solutions(
     batches = range(0, len(prompts), batch_size)
     for index, offset in enumerate(report_progress(batches, "generate", enabled=progress)):
         batch = prompts[offset : offset + batch_size]
-        # Default special tokens (e.g. a BOS), exactly as SFT tokenised its prompts.
-        ids = [tokenizer(prompt)["input_ids"] for prompt in batch]
-        input_ids, attention_mask = left_padded(ids, tokenizer.pad_token_id, model.device)
-        torch.manual_seed(seed * 1_000_003 + index)
-        new_ids = decode(
+        batch_texts, batch_tokens = _generate_batch(
             model,
-            input_ids,
-            attention_mask,
-            max_new_tokens=max_new_tokens,
+            tokenizer,
+            batch,
+            seed=seed * 1_000_003 + index,  # each batch reseeds: see the docstring
             eos_ids=eos_ids,
+            num_return_sequences=num_return_sequences,
             temperature=temperature,
             top_p=top_p,
-            num_return_sequences=num_return_sequences,
+            max_new_tokens=max_new_tokens,
         )
-        n_tokens += sum(len(row) for row in new_ids)  # up to and including EOS
-        decoded = tokenizer.batch_decode(new_ids, skip_special_tokens=True)
-        for i in range(len(batch)):
-            group = decoded[i * num_return_sequences : (i + 1) * num_return_sequences]
-            texts.append([t.strip() for t in group])
+        texts += batch_texts
+        n_tokens += batch_tokens
     if was_training:
         model.train()
     return GenerationResult(texts, n_tokens, time.perf_counter() - start)
+
+
+def _check_sampling(
+    num_return_sequences: int,
+    batch_size: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+) -> None:
+    if num_return_sequences < 1 or batch_size < 1 or max_new_tokens < 1:
+        raise ValueError(
+            "num_return_sequences, batch_size and max_new_tokens must be >= 1, got "
+            f"{num_return_sequences}, {batch_size}, {max_new_tokens}"
+        )
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+
+
+def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    """The ids that end a solution: the model's generation config's, else the tokenizer's."""
+    eos = model.generation_config.eos_token_id
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    return set(eos) if isinstance(eos, list) else {eos}
+
+
+def _generate_batch(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    batch: list[str],
+    *,
+    seed: int,
+    eos_ids: set[int],
+    num_return_sequences: int,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+) -> tuple[list[list[str]], int]:
+    """One batch's solutions (``num_return_sequences`` per prompt) and how many tokens were
+    generated, sampled after seeding torch with ``seed``."""
+    # Default special tokens (e.g. a BOS), exactly as SFT tokenised its prompts.
+    ids = [tokenizer(prompt)["input_ids"] for prompt in batch]
+    input_ids, attention_mask = left_padded(ids, tokenizer.pad_token_id, model.device)
+    torch.manual_seed(seed)
+    new_ids = decode(
+        model,
+        input_ids,
+        attention_mask,
+        max_new_tokens=max_new_tokens,
+        eos_ids=eos_ids,
+        temperature=temperature,
+        top_p=top_p,
+        num_return_sequences=num_return_sequences,
+    )
+    n_tokens = sum(len(row) for row in new_ids)  # up to and including EOS
+    decoded = tokenizer.batch_decode(new_ids, skip_special_tokens=True)
+    texts = []
+    for i in range(len(batch)):
+        group = decoded[i * num_return_sequences : (i + 1) * num_return_sequences]
+        texts.append([t.strip() for t in group])
+    return texts, n_tokens

@@ -250,14 +250,7 @@ def served_endpoint(settings: GenerationSection, model_dir: Path) -> Iterator[Op
     model_dir = Path(model_dir).resolve()
     model = settings.model or str(model_dir)
     if settings.launch is None:
-        endpoint = _endpoint(settings, settings.base_url, model)
-        models = _served_models(endpoint, settings.timeout_s)
-        if models is None:
-            raise endpoint.error_type(
-                f"generation server at {settings.base_url} does not answer GET /models"
-            )
-        _check_serves(endpoint, models)
-        yield endpoint
+        yield _fixed_endpoint(settings, model)
         return
 
     port = free_port() if "{port}" in settings.base_url else urlparse(settings.base_url).port
@@ -268,47 +261,9 @@ def served_endpoint(settings: GenerationSection, model_dir: Path) -> Iterator[Op
     logger.info("starting the generation server for %s: %s", model_dir, shlex.join(argv))
     started = time.monotonic()
     try:
-        with log.open("wb") as out:
-            try:
-                process = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # its own process group, stopped as one
-                    preexec_fn=_die_with_stage,
-                )
-            except OSError as exc:
-                raise endpoint.error_type(
-                    f"generation.launch cannot start {argv[0]!r}: {exc}"
-                ) from None
+        process = _start_server(argv, log, endpoint)
         try:
-            deadline = started + settings.launch_timeout_s
-            pause = 0.1
-            while True:
-                if process.poll() is not None:
-                    raise endpoint.error_type(
-                        f"the generation server exited with code {process.returncode} before "
-                        f"serving {model_dir}; its last output:\n{_tail(log, endpoint.redact)}"
-                    )
-                models = _served_models(endpoint, min(5.0, settings.timeout_s))
-                if models is not None:
-                    _check_serves(endpoint, models)
-                    break
-                if time.monotonic() > deadline:
-                    raise endpoint.error_type(
-                        f"the generation server did not answer GET {base_url}/models within "
-                        f"{settings.launch_timeout_s:g}s; its last output:\n"
-                        f"{_tail(log, endpoint.redact)}"
-                    )
-                time.sleep(pause)
-                pause = min(pause * 2, 1.0)
-            logger.info(
-                "generation server for %s up at %s after %.1fs",
-                model_dir.name,
-                base_url,
-                time.monotonic() - started,
-            )
+            _wait_until_serving(process, endpoint, settings, base_url, model_dir, log, started)
             try:
                 yield endpoint
             except BaseException:
@@ -323,6 +278,75 @@ def served_endpoint(settings: GenerationSection, model_dir: Path) -> Iterator[Op
             _stop(process)
     finally:
         log.unlink(missing_ok=True)
+
+
+def _fixed_endpoint(settings: GenerationSection, model: str) -> OpenAIEndpoint:
+    """The server at ``settings.base_url``, checked to answer and to serve ``model``."""
+    endpoint = _endpoint(settings, settings.base_url, model)
+    models = _served_models(endpoint, settings.timeout_s)
+    if models is None:
+        raise endpoint.error_type(
+            f"generation server at {settings.base_url} does not answer GET /models"
+        )
+    _check_serves(endpoint, models)
+    return endpoint
+
+
+def _start_server(argv: list[str], log: Path, endpoint: OpenAIEndpoint) -> subprocess.Popen:
+    """Start the launch command in its own process group, its output going to ``log``."""
+    with log.open("wb") as out:
+        try:
+            return subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, stopped as one
+                preexec_fn=_die_with_stage,
+            )
+        except OSError as exc:
+            raise endpoint.error_type(
+                f"generation.launch cannot start {argv[0]!r}: {exc}"
+            ) from None
+
+
+def _wait_until_serving(
+    process: subprocess.Popen,
+    endpoint: OpenAIEndpoint,
+    settings: GenerationSection,
+    base_url: str,
+    model_dir: Path,
+    log: Path,
+    started: float,
+) -> None:
+    """Poll ``GET /models`` (backing off up to 1s) until the started server serves the model;
+    raise if it exits first or does not answer within ``settings.launch_timeout_s``."""
+    deadline = started + settings.launch_timeout_s
+    pause = 0.1
+    while True:
+        if process.poll() is not None:
+            raise endpoint.error_type(
+                f"the generation server exited with code {process.returncode} before "
+                f"serving {model_dir}; its last output:\n{_tail(log, endpoint.redact)}"
+            )
+        models = _served_models(endpoint, min(5.0, settings.timeout_s))
+        if models is not None:
+            _check_serves(endpoint, models)
+            break
+        if time.monotonic() > deadline:
+            raise endpoint.error_type(
+                f"the generation server did not answer GET {base_url}/models within "
+                f"{settings.launch_timeout_s:g}s; its last output:\n"
+                f"{_tail(log, endpoint.redact)}"
+            )
+        time.sleep(pause)
+        pause = min(pause * 2, 1.0)
+    logger.info(
+        "generation server for %s up at %s after %.1fs",
+        model_dir.name,
+        base_url,
+        time.monotonic() - started,
+    )
 
 
 # ---------------------------------------------------------------- what a stage generates with

@@ -25,6 +25,7 @@ from prefect.runtime import flow_run, task_run
 from rlmec_core.errors import StageFailure
 from storage import catalog
 from storage.manifest import MANIFEST_NAME, Provenance
+from storage.store import ArtifactStore
 from tasks import tracking
 from tasks.context import RunContext
 from tasks.dataset_inputs import log_dataset_inputs
@@ -157,17 +158,7 @@ def _execute(
     }
     run_id = None
     try:
-        run_id = client.create_run(
-            ctx.mlflow_experiment_id,
-            run_name=stage,
-            tags={
-                "mlflow.parentRunId": ctx.mlflow_parent_run_id,
-                "rlmec.stage": stage,
-                "rlmec.cache_key": cache_key,
-                **{f"rlmec.parent.{role}": ref["id"] for role, ref in parents.items()},
-                **{k: v for k, v in prefect_ids.items() if v},
-            },
-        ).info.run_id
+        run_id = _create_stage_run(client, ctx, stage, cache_key, parents, prefect_ids)
         tracking.log_params(client, run_id, section.model_dump(mode="json"))
         inputs = {role: store.path(ref["id"]) for role, ref in parents.items()}
         log_dataset_inputs(
@@ -181,12 +172,7 @@ def _execute(
                 parent_ids={role: ref["id"] for role, ref in parents.items()},
                 code_fingerprint=fingerprint,
             )
-            if section.timeout_seconds is None:
-                reset_peak_rss()
-                result = fn(ctx, io)
-                result.metrics["peak_rss_mib"] = peak_rss_mib()
-            else:
-                result = StageResult(**run_with_time_limit(stage, ctx, io, section.timeout_seconds))
+            result = _run_stage_function(stage, fn, ctx, io, section.timeout_seconds)
             kill_point(stage, "before_commit")
             manifest = store.commit(
                 out,
@@ -202,21 +188,7 @@ def _execute(
                     extra={"summary": result.summary, "metrics": result.metrics},
                 ),
             )
-        # A summary value named like a curve (train_loss) would become the curve's step 0.
-        summary_metrics = {
-            (f"{k}_summary" if k in result.series else k): v for k, v in result.metrics.items()
-        }
-        tracking.log_metrics(client, run_id, summary_metrics, result.series)
-        tracking.set_tags(
-            client, run_id, {"rlmec.artifact_id": manifest.id, "rlmec.kind": result.kind}
-        )
-        client.log_artifact(run_id, str(store.path(manifest.id) / MANIFEST_NAME))
-        if register_as is not None:
-            model_path = catalog.MODEL_FOLDER.path(store.path(manifest.id))
-            version = tracking.register_model(client, register_as, model_path, run_id, manifest.id)
-            tracking.set_tags(
-                client, run_id, {"rlmec.registered_model": f"{register_as}/{version.version}"}
-            )
+        _log_stage_outcome(client, run_id, store, manifest.id, result, register_as)
         client.set_terminated(run_id, "FINISHED")
     except BaseException as exc:
         if run_id is not None:
@@ -228,6 +200,69 @@ def _execute(
         raise StageError(message, stage, exc, scratch, run_id) from exc
     get_run_logger().info("stage %s wrote artifact %s (MLflow run %s)", stage, manifest.id, run_id)
     return {"id": manifest.id, "kind": result.kind, "stage": stage}
+
+
+def _create_stage_run(
+    client: MlflowClient,
+    ctx: RunContext,
+    stage: str,
+    cache_key: str,
+    parents: dict[str, ArtifactRef],
+    prefect_ids: dict[str, Any],
+) -> str:
+    """The stage's MLflow run, a child of the pipeline's run, tagged with its lineage."""
+    return client.create_run(
+        ctx.mlflow_experiment_id,
+        run_name=stage,
+        tags={
+            "mlflow.parentRunId": ctx.mlflow_parent_run_id,
+            "rlmec.stage": stage,
+            "rlmec.cache_key": cache_key,
+            **{f"rlmec.parent.{role}": ref["id"] for role, ref in parents.items()},
+            **{k: v for k, v in prefect_ids.items() if v},
+        },
+    ).info.run_id
+
+
+def _run_stage_function(
+    stage: str,
+    fn: Callable[[RunContext, StageIO], StageResult],
+    ctx: RunContext,
+    io: StageIO,
+    timeout_seconds: float | None,
+) -> StageResult:
+    """``fn(ctx, io)`` here with its peak memory, or under ``timeout_seconds`` in a child."""
+    if timeout_seconds is None:
+        reset_peak_rss()
+        result = fn(ctx, io)
+        result.metrics["peak_rss_mib"] = peak_rss_mib()
+        return result
+    return StageResult(**run_with_time_limit(stage, ctx, io, timeout_seconds))
+
+
+def _log_stage_outcome(
+    client: MlflowClient,
+    run_id: str,
+    store: ArtifactStore,
+    artifact_id: str,
+    result: StageResult,
+    register_as: str | None,
+) -> None:
+    """On the stage's MLflow run: its metrics and curves, its artifact's id and kind, its
+    manifest, and (with ``register_as``) its model's registered version."""
+    # A summary value named like a curve (train_loss) would become the curve's step 0.
+    summary_metrics = {
+        (f"{k}_summary" if k in result.series else k): v for k, v in result.metrics.items()
+    }
+    tracking.log_metrics(client, run_id, summary_metrics, result.series)
+    tracking.set_tags(client, run_id, {"rlmec.artifact_id": artifact_id, "rlmec.kind": result.kind})
+    client.log_artifact(run_id, str(store.path(artifact_id) / MANIFEST_NAME))
+    if register_as is not None:
+        model_path = catalog.MODEL_FOLDER.path(store.path(artifact_id))
+        version = tracking.register_model(client, register_as, model_path, run_id, artifact_id)
+        tracking.set_tags(
+            client, run_id, {"rlmec.registered_model": f"{register_as}/{version.version}"}
+        )
 
 
 def _close_failed_run(client: MlflowClient, run_id: str, exc: BaseException) -> None:
