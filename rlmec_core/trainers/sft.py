@@ -194,44 +194,12 @@ def train_sft(
     and ``loss_history`` (a list of ``(step, loss)``); with ``early_stopping`` also
     ``dev_curve`` (``(step, epoch, value)`` per epoch) and ``best_epoch``.
     """
-    if not examples:
-        raise ValueError("train_sft: no examples")
-    for i, ex in enumerate(examples):
-        for key in ("prompt", "response"):
-            if not isinstance(ex.get(key), str):
-                raise ValueError(f"train_sft: example {i} has no string field {key!r}")
-    if tokenizer.pad_token_id is None:
-        raise ValueError("tokenizer has no pad token; load it with rlmec_core.modeling.load_policy")
-
-    max_length = training.max_length
-    eos_id = tokenizer.eos_token_id if eos_id is None else eos_id
-    rows = [
-        tokenize_example(tokenizer, e["prompt"], e["response"], max_length, eos_id)
-        for e in examples
-    ]
-    n_truncated = sum(r["input_ids"][-1] != eos_id for r in rows)
-    if n_truncated:
-        logger.warning(
-            "train_sft: %d of %d examples cut at %d tokens", n_truncated, len(rows), max_length
-        )
-    trainable = [r for r in rows if any(t != IGNORE_INDEX for t in r["labels"])]
-    if not trainable:
-        raise ValueError(
-            f"train_sft: every example's response is cut off by max_length={max_length}"
-        )
+    trainable, n_truncated = _sft_rows(tokenizer, examples, training.max_length, eos_id)
 
     output_dir = Path(output_dir)
     trained = wrap_lora(model, training.lora) if training.lora is not None else model
     last = last_complete_checkpoint(output_dir) if resume else None
-    overrides: dict[str, Any] = {}
-    if early_stopping is not None:
-        overrides["save_strategy"] = "epoch"
-        if training.save_total_limit == 1:
-            # The Trainer's end deletes the last checkpoint when the limit is 1, and with it
-            # the record that this run had stopped: keep the best and the last.
-            overrides["save_total_limit"] = 2
-        if last and stopped_early(last, early_stopping.patience):
-            overrides["max_steps"] = checkpoint_step(last)  # done: no step more
+    overrides = _early_stopping_overrides(training, early_stopping, last)
     trainer = LeanCausalLMTrainer(
         model=trained,
         args=training_arguments(training, output_dir, seed=seed, **overrides),
@@ -267,6 +235,58 @@ def train_sft(
         "loss_history": history,
         **(_curve_summary(trainer.state) if early_stopping is not None else {}),
     }
+
+
+def _sft_rows(
+    tokenizer: PreTrainedTokenizerBase,
+    examples: list[dict[str, str]],
+    max_length: int,
+    eos_id: int | None,
+) -> tuple[list[dict[str, list[int]]], int]:
+    """The examples tokenised (``tokenize_example``, ``eos_id`` ending each response; None:
+    the tokenizer's EOS), those with a response token left to train on, and how many were
+    cut at ``max_length``."""
+    if not examples:
+        raise ValueError("train_sft: no examples")
+    for i, ex in enumerate(examples):
+        for key in ("prompt", "response"):
+            if not isinstance(ex.get(key), str):
+                raise ValueError(f"train_sft: example {i} has no string field {key!r}")
+    if tokenizer.pad_token_id is None:
+        raise ValueError("tokenizer has no pad token; load it with rlmec_core.modeling.load_policy")
+    eos_id = tokenizer.eos_token_id if eos_id is None else eos_id
+    rows = [
+        tokenize_example(tokenizer, e["prompt"], e["response"], max_length, eos_id)
+        for e in examples
+    ]
+    n_truncated = sum(r["input_ids"][-1] != eos_id for r in rows)
+    if n_truncated:
+        logger.warning(
+            "train_sft: %d of %d examples cut at %d tokens", n_truncated, len(rows), max_length
+        )
+    trainable = [r for r in rows if any(t != IGNORE_INDEX for t in r["labels"])]
+    if not trainable:
+        raise ValueError(
+            f"train_sft: every example's response is cut off by max_length={max_length}"
+        )
+    return trainable, n_truncated
+
+
+def _early_stopping_overrides(
+    training: TrainingSection, early_stopping: DevEarlyStopping | None, last: str | None
+) -> dict[str, Any]:
+    """TrainingArguments that early stopping changes: checkpoints at epoch ends, and a
+    resumed run that had stopped takes no step more."""
+    overrides: dict[str, Any] = {}
+    if early_stopping is not None:
+        overrides["save_strategy"] = "epoch"
+        if training.save_total_limit == 1:
+            # The Trainer's end deletes the last checkpoint when the limit is 1, and with it
+            # the record that this run had stopped: keep the best and the last.
+            overrides["save_total_limit"] = 2
+        if last and stopped_early(last, early_stopping.patience):
+            overrides["max_steps"] = checkpoint_step(last)  # done: no step more
+    return overrides
 
 
 def _curve_summary(state: Any) -> dict[str, Any]:
