@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 import shlex
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -58,18 +59,6 @@ RlNormalizer = Literal[RL_NORMALIZERS]  # type: ignore[valid-type]
 # How the GRM names a sample's first error step (train_grm.error_step).
 ERROR_STEP_SOURCES = ("generated", "likelihood")
 ErrorStepSource = Literal[ERROR_STEP_SOURCES]  # type: ignore[valid-type]
-
-# The top-level sections a stage reads besides its own: they are part of its cache key.
-# tests/test_shared_sections.py checks them against what each stage's code reads.
-SHARED_SECTIONS: dict[str, tuple[str, ...]] = {
-    "bootstrap": ("prompts",),
-    "collect": ("generation", "prompts"),
-    "distill": ("verification",),
-    "train_grm": ("verification", "generation", "prompts"),
-    "annotate": ("verification", "generation", "prompts", "train_grm"),
-    "train_policy": ("prompts",),
-    "evaluate": ("generation", "prompts"),
-}
 
 
 class ConfigError(InputError, ValueError):
@@ -784,17 +773,14 @@ class PipelineConfig(Section):
             raise KeyError(f"unknown stage {name!r}; stages are {', '.join(STAGES)}")
         return getattr(self, name)
 
-    def stage_hash(self, name: str) -> str:
-        """Hash of what a stage computes: its section's semantic fields, the shared
-        sections it reads and the run seed."""
+    def stage_hash(self, name: str, shared: Iterable[str]) -> str:
+        """Hash of what a stage computes: its section's semantic fields, the ``shared``
+        sections it reads (``tasks.config_reads`` finds them in its code) and the run seed."""
         payload = {
             "stage": name,
             "seed": self.run.seed,
             "section": self.stage(name).semantic(),
-            **{
-                shared: _shared_fields(getattr(self, shared))
-                for shared in SHARED_SECTIONS.get(name, ())
-            },
+            **{section: _shared_fields(getattr(self, section)) for section in shared},
         }
         return _hash_json(payload)
 

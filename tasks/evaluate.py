@@ -9,6 +9,7 @@ from rlmec_core.eval_table import evaluate_policies, results_table, summarize_re
 from rlmec_core.generation_server import open_generator
 from storage import catalog
 from storage.atomic import write_json_atomic
+from tasks.config_reads import stage_hash
 from tasks.context import RunContext
 from tasks.models import model_dir
 from tasks.stage import StageIO, StageResult, stage_task
@@ -28,7 +29,7 @@ def eval_sets(data_artifact: Path, split: str = "test") -> dict[str, list[dict]]
 def _evaluate_one(ctx: RunContext, io: StageIO, role: str, label: str, sets: dict) -> list[dict]:
     """One policy's rows, memoised by policy id: ablations share the initial policy's."""
     cfg = ctx.config.evaluate
-    key = f"{ctx.config.stage_hash('evaluate')}-{io.code_fingerprint}"
+    key = f"{stage_hash(ctx.config, 'evaluate')}-{io.code_fingerprint}"
     memo = (
         Path(ctx.workspace)
         / "scratch"

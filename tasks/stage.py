@@ -27,6 +27,7 @@ from storage import catalog
 from storage.manifest import MANIFEST_NAME, Provenance
 from storage.store import ArtifactStore
 from tasks import tracking
+from tasks.config_reads import stage_hash
 from tasks.context import RunContext
 from tasks.dataset_inputs import log_dataset_inputs
 from tasks.faults import kill_point
@@ -84,9 +85,10 @@ def stage_cache_key(
     parents: Mapping[str, ArtifactRef],
     code: str,
     extra: str = "",
+    module: str | None = None,
 ) -> str:
     payload = {
-        "stage": ctx.config.stage_hash(stage),
+        "stage": stage_hash(ctx.config, stage, module),
         "parents": {role: ref["id"] for role, ref in sorted(parents.items())},
         "code": code,
         "workspace": str(Path(ctx.workspace).resolve()),
@@ -117,6 +119,7 @@ def stage_task(
                 parameters["parents"],
                 code_fingerprint(module),
                 parameters.get("extra_key", ""),
+                module,
             )
 
         # SERIALIZABLE: of two runs reaching one cache key, one computes while the other
@@ -130,7 +133,7 @@ def stage_task(
             ctx: RunContext, parents: dict[str, ArtifactRef], extra_key: str = ""
         ) -> ArtifactRef:
             fingerprint = code_fingerprint(module)
-            key = stage_cache_key(ctx, stage, parents, fingerprint, extra_key)
+            key = stage_cache_key(ctx, stage, parents, fingerprint, extra_key, module)
             return _execute(ctx, stage, fn, parents, fingerprint, key, register_as)
 
         run_stage.code_module = module  # code_closure(run_stage.code_module): what it covers
@@ -180,7 +183,7 @@ def _execute(
                     stage=stage,
                     kind=result.kind,
                     parents=tuple(ref["id"] for ref in parents.values()),
-                    config_hash=ctx.config.stage_hash(stage),
+                    config_hash=stage_hash(ctx.config, stage, fn.__module__),
                     code_fingerprint=fingerprint,
                     prefect_flow_run_id=prefect_ids["prefect.flow_run_id"],
                     prefect_task_run_id=prefect_ids["prefect.task_run_id"],

@@ -8,6 +8,7 @@ from pydantic.fields import FieldInfo
 from flows.fetch_model import MODELS, default_cache
 from rlmec_core.config import STAGES, VARIANTS, ConfigError, PipelineConfig, load_config
 from rlmec_core.loss_settings import check_loss_settings
+from tasks.config_reads import stage_hash
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -179,9 +180,9 @@ def test_stage_hash_ignores_operational_fields_and_other_stages():
     base = PipelineConfig()
     retried = PipelineConfig.model_validate({"collect": {"retries": 3, "timeout_seconds": 9}})
     hotter = PipelineConfig.model_validate({"collect": {"temperature": 1.0}})
-    assert base.stage_hash("collect") == retried.stage_hash("collect")
-    assert base.stage_hash("collect") != hotter.stage_hash("collect")
-    assert all(base.stage_hash(s) == hotter.stage_hash(s) for s in STAGES if s != "collect")
+    assert stage_hash(base, "collect") == stage_hash(retried, "collect")
+    assert stage_hash(base, "collect") != stage_hash(hotter, "collect")
+    assert all(stage_hash(base, s) == stage_hash(hotter, s) for s in STAGES if s != "collect")
 
 
 def test_relative_paths_resolve_against_the_config_folder(tmp_path):
@@ -196,7 +197,7 @@ def test_the_grms_error_step_source_keys_train_grm_and_annotate():
     # annotate reads train_grm.error_step: changing it reruns both, and nothing before.
     base = PipelineConfig()
     likelihood = PipelineConfig.model_validate({"train_grm": {"error_step": "likelihood"}})
-    changed = {s for s in STAGES if base.stage_hash(s) != likelihood.stage_hash(s)}
+    changed = {s for s in STAGES if stage_hash(base, s) != stage_hash(likelihood, s)}
     assert changed == {"train_grm", "annotate"}
     with pytest.raises(ValidationError, match="error_step"):
         PipelineConfig.model_validate({"train_grm": {"error_step": "guessed"}})

@@ -38,6 +38,7 @@ from rlmec_core.grm import greedy_continuations
 from rlmec_core.modeling import load_policy
 from rlmec_core.policy_prompt import format_policy_prompt
 from storage.store import ArtifactStore
+from tasks.config_reads import stage_hash
 from tasks.models import model_dir
 from tests.chat_model import IM_END, save_chat_model
 from tests.completions_server import CompletionsServer
@@ -429,15 +430,15 @@ def test_defaults_and_cache_keys():
         update={"generation": served.generation.model_copy(update={"concurrency": 64})}
     )
     for stage in ("collect", "train_grm", "annotate", "evaluate"):
-        assert base.stage_hash(stage) != served.stage_hash(stage), stage
-        assert served.stage_hash(stage) == tuned.stage_hash(stage), stage  # operational
+        assert stage_hash(base, stage) != stage_hash(served, stage), stage
+        assert stage_hash(served, stage) == stage_hash(tuned, stage), stage  # operational
     for stage in ("data", "bootstrap", "distill", "train_policy"):
-        assert base.stage_hash(stage) == served.stage_hash(stage), stage
+        assert stage_hash(base, stage) == stage_hash(served, stage), stage
     # With hf, the server fields mean nothing and change no cache.
     hf_with_url = base.model_copy(
         update={"generation": GenerationSection(base_url="http://h:1/v1", concurrency=2)}
     )
-    assert hf_with_url.stage_hash("collect") == base.stage_hash("collect")
+    assert stage_hash(hf_with_url, "collect") == stage_hash(base, "collect")
 
 
 def test_stages_that_generate_with_trained_models_need_launch(policy_dir):

@@ -18,6 +18,7 @@ from rlmec_core.prompt_format import PLAIN, prompt_style
 from rlmec_core.tokenizer import train_tokenizer
 from rlmec_core.trainers.rlmec_trainer import gold_sft_rows
 from rlmec_core.trainers.sft import IGNORE_INDEX, tokenize_example
+from tasks.config_reads import stage_hash
 from tests.chat_model import IM_END, chat_tokenizer, save_chat_model
 
 QUESTION = "Tom has 3 apples and buys 2 more. How many apples does he have?"
@@ -117,5 +118,5 @@ def test_load_policy_also_stops_generation_at_the_end_of_turn(tmp_path):
 
 def test_prompts_section_is_in_the_cache_key_of_every_stage_whose_prompts_it_changes():
     plain, chat = PipelineConfig(), PipelineConfig.model_validate({"prompts": {"format": "chat"}})
-    changed = {s for s in STAGES if plain.stage_hash(s) != chat.stage_hash(s)}
+    changed = {s for s in STAGES if stage_hash(plain, s) != stage_hash(chat, s)}
     assert changed == {"bootstrap", "collect", "train_grm", "annotate", "train_policy", "evaluate"}

@@ -1,0 +1,77 @@
+"""Which config sections a stage's code reads: the shared part of its cache key.
+
+A stage that reads a section its key leaves out reuses a stale artifact when that section
+changes, and a hand-kept list of those sections goes stale as soon as someone reads one
+more. So the list is derived from the code, as its fingerprint is (``tasks.fingerprint``):
+the modules of the stage's import closure are searched for ``<...>config.<section>``.
+
+The search relies on one convention, checked here: the pipeline config is only ever named
+``config`` or ``<something>config`` (a parameter annotated ``PipelineConfig`` or a name
+bound to ``<...>.config`` under another name stops the derivation with its file and line).
+"""
+
+from __future__ import annotations
+
+import ast
+from functools import cache
+from pathlib import Path
+
+from rlmec_core.config import PipelineConfig
+from tasks.fingerprint import PROJECT_ROOT, closure_files, project_packages
+
+SECTIONS = frozenset(PipelineConfig.model_fields)
+# In no stage's shared key: run (its seed is in every key already) and tracking (where runs
+# are logged, not what a stage computes).
+NEVER_SHARED = frozenset({"run", "tracking"})
+
+
+class ConfigNamingError(ValueError):
+    """The config under a name the search cannot follow: its sections would be missed."""
+
+
+def _names_config(node: ast.AST) -> bool:
+    name = node.id if isinstance(node, ast.Name) else getattr(node, "attr", "")
+    return name.endswith("config")
+
+
+def _misnamed_config(node: ast.AST) -> str | None:
+    """The name ``node`` gives the pipeline config, when the search cannot follow it."""
+    if isinstance(node, ast.arg) and node.annotation is not None:
+        annotated = "PipelineConfig" in ast.unparse(node.annotation)
+        return node.arg if annotated and not node.arg.endswith("config") else None
+    if isinstance(node, ast.Assign) and getattr(node.value, "attr", "") == "config":
+        names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+        return next((name for name in names if not name.endswith("config")), None)
+    return None
+
+
+def sections_read(path: Path) -> set[str]:
+    """The top-level sections ``path`` reads off an object named ``config``/``*config``."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        misnamed = _misnamed_config(node)
+        if misnamed is not None:
+            raise ConfigNamingError(
+                f"{path}:{node.lineno}: {misnamed!r} holds the pipeline config; name it "
+                "'config' (or '<something>config') so that its reads are part of the cache key"
+            )
+        if isinstance(node, ast.Attribute) and node.attr in SECTIONS and _names_config(node.value):
+            found.add(node.attr)
+    return found
+
+
+@cache
+def shared_sections(module: str, stage: str) -> tuple[str, ...]:
+    """The sections besides its own that the code of ``stage`` (defined in ``module``)
+    reads, sorted; found once per process, like the module's import closure."""
+    files = closure_files(module, PROJECT_ROOT, project_packages())
+    read = set().union(
+        *(sections_read(path) for name, path in files.items() if name != "rlmec_core.config")
+    )
+    return tuple(sorted(read - {stage} - NEVER_SHARED))
+
+
+def stage_hash(config: PipelineConfig, stage: str, module: str | None = None) -> str:
+    """``config.stage_hash`` with the sections ``stage``'s code reads (``module``: where
+    the stage is defined; the pipeline's own ``tasks.<stage>`` unless given)."""
+    return config.stage_hash(stage, shared_sections(module or f"tasks.{stage}", stage))
