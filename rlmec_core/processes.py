@@ -1,10 +1,10 @@
 """Helpers for the child processes the pipeline starts: a free local port, dying with the
 parent, and relaying a child's log records to the parent.
 
-A child's record travels in one of two ways: as one line of its output (``encode_record``,
-read back by ``decode_record``; ``tasks.launch``'s workers) or as a pickled ``LogRecord``
-on a multiprocessing queue (``tasks.time_limit``'s spawned child). Either way the parent
-hands it to ``handle_in_parent``, which logs it under the logger name it had in the child.
+A child's record travels as one line of its output (``encode_record``, read back by
+``decode_record``): ``tasks.stage_process``'s children, a time-limited stage or the
+workers of ``accelerate launch``. The parent hands it to ``handle_in_parent``, which logs it
+under the logger name, process id and time it had in the child.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 import logging
 import socket
 
-LOG_MARKER = "rlmec-log"  # first field of a record's line: level, logger name, JSON message
+LOG_MARKER = "rlmec-log"  # first field of a record's line: level, name, pid, time, JSON message
 _PR_SET_PDEATHSIG = 1
 _FORMATTER = logging.Formatter()  # only for formatException
 
@@ -38,26 +38,38 @@ def die_with_parent(sig: int) -> None:
 
 
 def encode_record(record: logging.LogRecord) -> str:
-    """One line for ``record``: marker, level number, logger name and the JSON-encoded
-    message, its exception's traceback included (newlines and any text survive)."""
+    """One line for ``record``: marker, level number, logger name, process id, creation
+    time and the JSON-encoded message, its exception's traceback included (newlines and
+    any text survive)."""
     message = record.getMessage()
     if record.exc_info:
         message = f"{message}\n{_FORMATTER.formatException(record.exc_info)}"
-    return f"{LOG_MARKER}\t{record.levelno}\t{record.name}\t{json.dumps(message)}"
+    fields = (LOG_MARKER, record.levelno, record.name, record.process, repr(record.created))
+    return "\t".join(map(str, fields)) + "\t" + json.dumps(message)
 
 
 def decode_record(line: str) -> logging.LogRecord | None:
     """The record ``encode_record`` wrote as ``line``; None for any other line."""
-    parts = line.split("\t", 3)
-    if len(parts) != 4 or parts[0] != LOG_MARKER:
+    parts = line.split("\t", 5)
+    if len(parts) != 6 or parts[0] != LOG_MARKER:
         return None
     try:
-        level, name, message = int(parts[1]), parts[2], json.loads(parts[3])
+        level, name, process = int(parts[1]), parts[2], int(parts[3])
+        created, message = float(parts[4]), json.loads(parts[5])
     except ValueError:
         return None
-    return logging.makeLogRecord(
-        {"name": name, "levelno": level, "levelname": logging.getLevelName(level), "msg": message}
+    record = logging.makeLogRecord(
+        {
+            "name": name,
+            "levelno": level,
+            "levelname": logging.getLevelName(level),
+            "msg": message,
+            "process": process,
+            "created": created,
+        }
     )
+    record.msecs = (created - int(created)) * 1000  # as LogRecord derives them from created
+    return record
 
 
 class RecordLineFormatter(logging.Formatter):

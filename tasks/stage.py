@@ -238,7 +238,8 @@ def _run_stage_function(
     if timeout_seconds is None:
         reset_peak_rss()
         result = fn(ctx, io)
-        result.metrics["peak_rss_mib"] = peak_rss_mib()
+        # A stage under accelerate launch reported rank 0's own peak: this process only waited.
+        result.metrics.setdefault("peak_rss_mib", peak_rss_mib())
         return result
     return StageResult(**run_with_time_limit(stage, ctx, io, timeout_seconds))
 

@@ -21,9 +21,10 @@ from rlmec_core.trainers.sft import checkpoint_step, train_sft
 from rlmec_core.verification import Verifier
 from storage import catalog
 from tasks.context import RunContext
-from tasks.launch import is_main_process, launched
+from tasks.launch import launched
 from tasks.models import model_dir, model_source_key, resolve_model_source
 from tasks.stage import StageIO, StageResult, stage_task
+from tasks.stage_process import is_main_process
 
 INIT_FROM = "train_grm.init_from"
 

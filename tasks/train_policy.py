@@ -10,9 +10,10 @@ from rlmec_core.trainers.rlmec_trainer import gold_sft_rows, train_policy
 from rlmec_core.trainers.sft import checkpoint_step
 from storage import catalog
 from tasks.context import RunContext
-from tasks.launch import is_main_process, launched
+from tasks.launch import launched
 from tasks.models import model_dir
 from tasks.stage import StageIO, StageResult, stage_task
+from tasks.stage_process import is_main_process
 
 
 @stage_task("train_policy", register_as="rlmec-policy")

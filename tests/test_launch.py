@@ -20,6 +20,7 @@ from rlmec_core.config import LauncherSection
 from tasks import train_policy as _registers_the_stage  # noqa: F401
 from tasks.launch import accelerate_options
 from tasks.stage import raw_stage_function
+from tasks.stage_process import WorkerTraceback
 from tests.tiny_rl import policy_stage
 
 TOLERANCE = 1e-5  # absolute, on weights of order 0.02-1 after 3 steps at lr 1e-2
@@ -90,7 +91,9 @@ def test_a_launched_stage_reports_the_workers_error(tmp_path):
     launcher = {"kind": "accelerate", "num_processes": 1}
     ctx, io = policy_stage(tmp_path, {**TRAINING, "batch_size": 2, "launcher": launcher})
     io.inputs["rl_data"] = tmp_path / "missing"
-    with pytest.raises(RuntimeError, match="rl_data.parquet") as failure:
+    # Raised here as the error it was in rank 0, with rank 0's traceback as its cause.
+    with pytest.raises(FileNotFoundError, match="rl_data.parquet") as failure:
         raw_stage_function("train_policy")(ctx, io)
-    assert "rank 0 traceback" in str(failure.value)
-    assert not list(io.scratch.glob("launch-*"))  # payload and result cleaned up
+    cause = failure.value.__cause__
+    assert isinstance(cause, WorkerTraceback) and "Traceback" in str(cause)
+    assert not list(io.scratch.glob("stage-process-*"))  # payload and result cleaned up

@@ -132,6 +132,7 @@ def test_a_record_round_trips_through_its_line():
     assert (decoded.levelno, decoded.levelname) == (25, "Level 25")
     assert decoded.name == "rlmec_core.x.y"
     assert decoded.getMessage() == f"{MESSAGE} 7"
+    assert (decoded.process, decoded.created) == (record.process, record.created)
 
 
 def test_a_records_exception_travels_with_its_message():
@@ -152,8 +153,10 @@ def test_a_records_exception_travels_with_its_message():
         "",
         "plain output",
         "rlmec-log\t20\tname",
-        'rlmec-log\tINFO\tname\t"m"',
-        "rlmec-log\t20\tn\t{",
+        'rlmec-log\t20\tname\t"m"',
+        'rlmec-log\tINFO\tname\t1\t2.0\t"m"',
+        'rlmec-log\t20\tname\tpid\t2.0\t"m"',
+        "rlmec-log\t20\tn\t1\t2.0\t{",
     ],
 )
 def test_other_lines_are_not_records(line):
@@ -183,6 +186,7 @@ def test_a_child_process_records_come_back_over_its_output():
         "rlmec_core.child",
         MESSAGE,
     )
+    assert record.process == child.pid and record.process != os.getpid()
     assert RecordLineFormatter().format(record) == line  # decoded, it encodes the same
 
 
