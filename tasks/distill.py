@@ -19,8 +19,7 @@ def make_teacher(section: ArithmeticTeacherSection | ChatTeacherSection) -> tupl
     if isinstance(section, ChatTeacherSection):
         from rlmec_core.teachers.chat import ChatTeacher
 
-        teacher = ChatTeacher(**section.model_dump(exclude={"kind", "max_failed_fraction"}))
-        return teacher, section.concurrency
+        return ChatTeacher(section), section.concurrency
     from rlmec_core.teachers.arithmetic import ArithmeticTeacher
 
     return ArithmeticTeacher(), 1

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from rlmec_core.answers import answers_match
+from rlmec_core.config import ChatTeacherSection
 from rlmec_core.teachers.arithmetic import ArithmeticTeacher
 from rlmec_core.teachers.base import Rewrite, Teacher, split_steps
 from rlmec_core.teachers.chat import ChatTeacher, ChatTeacherError
@@ -79,7 +80,8 @@ def make_teacher(server: TeacherServer, **kwargs) -> ChatTeacher:
         backoff_cap_s=0.01,
     )
     settings.update(kwargs)
-    return ChatTeacher(**settings)
+    backoff = {name: settings.pop(name) for name in ("backoff_base_s", "backoff_cap_s")}
+    return ChatTeacher(ChatTeacherSection(**settings), **backoff)
 
 
 # --- prompts and parsers -------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from rlmec_core.processes import free_port
 from tests.pipeline_helpers import REPO
 
 pytestmark = pytest.mark.slow
@@ -97,12 +97,6 @@ def _run(args: list[str], env: dict[str, str], timeout: float) -> subprocess.Com
     return result
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -120,7 +114,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float) -
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("prefect-server")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     base = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     server_env = {

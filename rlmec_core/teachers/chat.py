@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from rlmec_core.config import ChatTeacherSection
 from rlmec_core.openai_client import (
     NO_KEY_PLACEHOLDER,
     EndpointError,
@@ -40,10 +41,11 @@ class ChatTeacherError(EndpointError):
 class ChatTeacher:
     """First error step and minimum-edit rewrite from an OpenAI-compatible chat model.
 
-    ``api_key_env`` names the environment variable that holds the key (read once, here);
-    ``None`` means a local server without auth. ``max_retries`` counts retries after the
-    first attempt, of each request through transient HTTP errors and of unparseable answers.
-    Key handling, retries, backoff and the concurrency limit are
+    ``settings`` is distill's teacher section whole (its fields and defaults are declared
+    there once): ``api_key_env`` names the environment variable that holds the key (read
+    once, here), ``None`` a local server without auth; ``max_retries`` counts retries after
+    the first attempt, of each request through transient HTTP errors and of unparseable
+    answers. Key handling, retries, backoff and the concurrency limit are
     ``openai_client.OpenAIEndpoint``'s.
     """
 
@@ -53,39 +55,44 @@ class ChatTeacher:
 
     def __init__(
         self,
-        base_url: str,
-        model: str,
-        api_key_env: str | None = "OPENAI_API_KEY",
-        timeout_s: float = 60.0,
-        max_retries: int = 4,
-        concurrency: int = 4,
-        max_tokens: int = 1024,
+        settings: ChatTeacherSection,
+        *,
         backoff_base_s: float = 1.0,
         backoff_cap_s: float = 30.0,
     ) -> None:
-        # The arguments as given (first, while locals() holds only them): also what a
-        # pickle carries.
-        self._settings = {name: value for name, value in locals().items() if name != "self"}
-        if max_tokens < 1:
-            raise ValueError(f"ChatTeacher: max_tokens must be >= 1, got {max_tokens}")
-        vars(self).update(self._settings)
-        endpoint = {k: v for k, v in self._settings.items() if k != "max_tokens"}
+        self.settings = settings
+        self._backoff = {"backoff_base_s": backoff_base_s, "backoff_cap_s": backoff_cap_s}
         self._endpoint = OpenAIEndpoint(
-            **endpoint, label="teacher", owner="ChatTeacher", error_type=ChatTeacherError
+            settings.base_url,
+            settings.model,
+            api_key_env=settings.api_key_env,
+            timeout_s=settings.timeout_s,
+            max_retries=settings.max_retries,
+            concurrency=settings.concurrency,
+            **self._backoff,
+            label="teacher",
+            owner="ChatTeacher",
+            error_type=ChatTeacherError,
         )
 
+    @property
+    def model(self) -> str:
+        return self.settings.model
+
     def __repr__(self) -> str:
+        s = self.settings
         return (
-            f"ChatTeacher(base_url={self.base_url!r}, model={self.model!r}, "
-            f"api_key_env={self.api_key_env!r}, concurrency={self.concurrency})"
+            f"ChatTeacher(base_url={s.base_url!r}, model={s.model!r}, "
+            f"api_key_env={s.api_key_env!r}, concurrency={s.concurrency})"
         )
 
     # Pickles (e.g. task caches) carry the settings only; the key is re-read on load.
     def __getstate__(self) -> dict:
-        return dict(self._settings)
+        return {"settings": self.settings.model_dump(mode="json"), **self._backoff}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(**state)
+        state = dict(state)
+        self.__init__(ChatTeacherSection.model_validate(state.pop("settings")), **state)
 
     def _complete(self, messages: list[dict]) -> str:
         """One chat completion's text (the client retries transient failures); a malformed
@@ -95,7 +102,7 @@ class ChatTeacher:
                 model=self.model,
                 messages=messages,
                 temperature=0,
-                max_tokens=self.max_tokens,
+                max_tokens=self.settings.max_tokens,
             )
         )
         try:
