@@ -6,8 +6,10 @@
 Both steps run through the Hugging Face ``Trainer`` exactly as training does, on the same
 ``batch`` samples: the RLMEC step is ``RlmecTrainer`` (variant ``rlmec``: a forward pass over
 prompt + y and one over prompt + ŷ, lean log-probs, ``L_RL + L_IM``); the supervised step is
-the stock ``Trainer`` with the model's own causal-LM loss over the same 2 × ``batch``
-sequences (the ``batch`` y's and the ``batch`` ŷ's, loss on response tokens). A step is timed
+the project's SFT trainer (``LeanCausalLMTrainer``, as bootstrap and gold_sft train) with the
+causal-LM loss over the same 2 × ``batch`` sequences (the ``batch`` y's and the ``batch``
+ŷ's, loss on response tokens). Both take their settings from one ``TrainPolicySection``
+through ``training_arguments``, as the stages do. A step is timed
 from the Trainer's ``on_step_begin`` to ``on_step_end`` (forward, backward, clipping, optimizer
 and scheduler step); the first step is a warm-up and the median of the rest is reported.
 
@@ -84,16 +86,13 @@ def worker(args: argparse.Namespace) -> dict:
     """Run ``args.steps`` steps of one kind in this process; return timings and memory."""
     import torch
     from torch.utils.data import SequentialSampler
-    from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainerCallback
+    from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
 
+    from rlmec_core.config import TrainPolicySection
     from rlmec_core.tokenizer import train_tokenizer
+    from rlmec_core.trainers.lean import IGNORE_INDEX, LeanCausalLMTrainer
     from rlmec_core.trainers.rlmec_trainer import build_policy_trainer
-    from rlmec_core.trainers.sft import (
-        IGNORE_INDEX,
-        ListDataset,
-        ResponseOnlyCollator,
-        training_arguments,
-    )
+    from rlmec_core.trainers.sft import ListDataset, ResponseOnlyCollator, training_arguments
 
     tokenizer = train_tokenizer(["step one\nThe answer is 5"], vocab_size=300)  # pad/eos ids only
     config = LlamaConfig(
@@ -129,17 +128,17 @@ def worker(args: argparse.Namespace) -> dict:
             self.seconds.append(time.perf_counter() - self._start)
 
     out = tempfile.mkdtemp(prefix=f"bench-{args.worker}-")
-    common = {
-        "epochs": 1,
-        "learning_rate": 1e-4,
-        "batch_size": args.batch,
-        "warmup_ratio": 0.0,
-        "seed": args.seed,
-    }
+    cfg = TrainPolicySection(
+        variant="rlmec",
+        epochs=1,
+        learning_rate=1e-4,
+        batch_size=args.batch,
+        warmup_ratio=0.0,
+        logging_steps=1,
+        seed=args.seed,
+    )
     if args.worker == "rlmec":
-        trainer = build_policy_trainer(
-            model, tokenizer, rows, out, variant="rlmec", save_steps=10**6, progress=False, **common
-        )
+        trainer = build_policy_trainer(model, tokenizer, rows, out, cfg)
     else:
         sft_rows = []
         for r in rows[: args.batch]:  # the batch's y's and ŷ's, loss on the response only
@@ -151,24 +150,9 @@ def worker(args: argparse.Namespace) -> dict:
                     }
                 )
         train_args = training_arguments(
-            output_dir=out,
-            num_train_epochs=1,
-            learning_rate=common["learning_rate"],
-            per_device_train_batch_size=2 * args.batch,
-            warmup_ratio=0.0,
-            lr_scheduler_type="cosine",
-            seed=args.seed,
-            data_seed=args.seed,
-            logging_steps=1,
-            save_strategy="no",
-            report_to="none",
-            disable_tqdm=True,
-            use_cpu=not torch.cuda.is_available(),
-            dataloader_num_workers=0,
-            remove_unused_columns=False,
-            group_by_length=False,
+            cfg, out, seed=args.seed, per_device_train_batch_size=2 * args.batch
         )
-        trainer = Trainer(
+        trainer = LeanCausalLMTrainer(
             model=model,
             args=train_args,
             train_dataset=ListDataset(sft_rows * args.steps),
