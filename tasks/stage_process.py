@@ -116,9 +116,11 @@ def _relay(line: str) -> None:
 
 
 def _read_lines(stream: Any, lines: queue.Queue[str | None]) -> None:
-    for raw in stream:
-        lines.put(raw.rstrip("\n"))
-    lines.put(None)  # end of output
+    try:
+        for raw in stream:
+            lines.put(raw.rstrip("\n"))
+    finally:
+        lines.put(None)  # end of output, however reading it ended
 
 
 def _relay_until_exit(process: subprocess.Popen, seconds: float | None, tail: deque[str]) -> int:
@@ -179,7 +181,8 @@ def run_stage_process(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT if merge_stderr else None,
         stdin=subprocess.DEVNULL,
-        text=True,
+        encoding="utf-8",
+        errors="replace",  # a library's stray bytes must not stop the relay
         env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1", "PYTHONPATH": path},
     )
     try:

@@ -1,10 +1,16 @@
-"""Stage functions for the time-limit tests (imported by the child process too)."""
+"""Stage functions for the child-process tests (imported by the child process too)."""
 
+import logging
+import os
+import sys
 import time
 
 import torch
 
-from tasks.stage import StageResult, stage_task
+from rlmec_core.config import PipelineConfig
+from rlmec_core.errors import InputError
+from tasks.context import RunContext
+from tasks.stage import StageIO, StageResult, stage_task
 
 SECONDS_FILE = "busy-seconds.txt"  # in the stage's scratch folder: how long the loop runs
 
@@ -19,3 +25,35 @@ def busy_training(ctx, io):
         x = torch.tanh(x @ x)
     (io.out / "done.txt").write_text("finished")
     return StageResult(kind="test", metrics={"seconds": seconds})
+
+
+@stage_task("noisy")
+def noisy(ctx, io):
+    """Output that is no log record: bytes that are not UTF-8, a plain line, then a record."""
+    sys.stdout.buffer.write(b"raw \xff\xfe bytes\n")
+    sys.stdout.flush()
+    print("a plain line", flush=True)
+    logging.getLogger("rlmec_core.noisy").warning("and a record")
+    return StageResult(kind="test")
+
+
+@stage_task("vanishing")
+def vanishing(ctx, io):
+    """Dies without a result, as a process killed by the system would."""
+    print("last words", flush=True)
+    os._exit(3)
+
+
+@stage_task("refusing")
+def refusing(ctx, io):
+    raise InputError(f"{io.scratch}/x.jsonl: line 3: no 'question' field")
+
+
+def stage_in(tmp_path, busy_seconds: float = 0.0) -> tuple[RunContext, StageIO]:
+    """A run context and stage folders in ``tmp_path`` (``busy_training`` runs so long)."""
+    out, scratch = tmp_path / "out", tmp_path / "scratch"
+    out.mkdir()
+    scratch.mkdir()
+    (scratch / SECONDS_FILE).write_text(str(busy_seconds))
+    ctx = RunContext(PipelineConfig(), str(tmp_path / "ws"), "", "", "")
+    return ctx, StageIO(inputs={}, out=out, scratch=scratch, parent_ids={})

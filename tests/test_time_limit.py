@@ -4,25 +4,13 @@ import time
 import pytest
 
 import tests.slow_stage  # noqa: F401  (registers the stage)
-from rlmec_core.config import PipelineConfig
-from tasks.context import RunContext
-from tasks.stage import StageIO
 from tasks.time_limit import StageTimeoutError, run_with_time_limit
 from tests.chatty_stage import MESSAGE
-from tests.slow_stage import SECONDS_FILE
-
-
-def make_stage(tmp_path, busy_seconds: float = 0.0):
-    out, scratch = tmp_path / "out", tmp_path / "scratch"
-    out.mkdir()
-    scratch.mkdir()
-    (scratch / SECONDS_FILE).write_text(str(busy_seconds))
-    ctx = RunContext(PipelineConfig(), str(tmp_path / "ws"), "", "", "")
-    return ctx, StageIO(inputs={}, out=out, scratch=scratch, parent_ids={})
+from tests.slow_stage import stage_in
 
 
 def test_synchronous_work_is_killed_at_the_deadline(tmp_path):
-    ctx, io = make_stage(tmp_path, busy_seconds=600)
+    ctx, io = stage_in(tmp_path, busy_seconds=600)
     started = time.monotonic()
     with pytest.raises(StageTimeoutError, match="busy_training.timeout_seconds"):
         run_with_time_limit("busy_training", ctx, io, seconds=8)
@@ -32,7 +20,7 @@ def test_synchronous_work_is_killed_at_the_deadline(tmp_path):
 
 
 def test_work_within_the_limit_returns_its_result(tmp_path):
-    ctx, io = make_stage(tmp_path, busy_seconds=0.2)
+    ctx, io = stage_in(tmp_path, busy_seconds=0.2)
     result = run_with_time_limit("busy_training", ctx, io, seconds=120)
     assert result["kind"] == "test" and result["metrics"]["seconds"] == 0.2
     assert result["metrics"]["peak_rss_mib"] > 10  # the child's own peak (a Python process)
@@ -40,7 +28,7 @@ def test_work_within_the_limit_returns_its_result(tmp_path):
 
 
 def test_the_childs_log_records_are_handled_in_the_parent(tmp_path, caplog):
-    ctx, io = make_stage(tmp_path)
+    ctx, io = stage_in(tmp_path)
     with caplog.at_level("WARNING", logger="rlmec_core"):
         run_with_time_limit("chatty", ctx, io, seconds=120)
     relayed = [r for r in caplog.records if r.name == "rlmec_core.chatty"]
