@@ -228,13 +228,10 @@ def _stop(process: subprocess.Popen, grace_s: float = 30.0) -> None:
 
 
 def _endpoint(settings: GenerationSection, base_url: str, model: str) -> OpenAIEndpoint:
-    return OpenAIEndpoint(
-        base_url,
-        model,
-        api_key_env=settings.api_key_env,
-        timeout_s=settings.timeout_s,
-        max_retries=settings.max_retries,
-        concurrency=settings.concurrency,
+    return OpenAIEndpoint.of_section(
+        settings,
+        base_url=base_url,
+        model=model,
         label="generation server",
         owner="generation",
         error_type=GenerationServerError,

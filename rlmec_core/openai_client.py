@@ -19,10 +19,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     import openai
+
+    from rlmec_core.config import EndpointSection
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +135,27 @@ class OpenAIEndpoint:
         )
         self._rng = random.Random()
         self._rng_lock = threading.Lock()
+
+    @classmethod
+    def of_section(
+        cls,
+        settings: EndpointSection,
+        *,
+        base_url: str | None = None,
+        model: str | None = None,
+        **policy: Any,
+    ) -> OpenAIEndpoint:
+        """The endpoint a config section describes; ``base_url`` and ``model`` where the
+        caller knows them instead (a launched server), ``policy`` the other arguments."""
+        return cls(
+            base_url or settings.base_url or "",
+            model or settings.model or "",
+            api_key_env=settings.api_key_env,
+            timeout_s=settings.timeout_s,
+            max_retries=settings.max_retries,
+            concurrency=settings.concurrency,
+            **policy,
+        )
 
     def __repr__(self) -> str:
         return (

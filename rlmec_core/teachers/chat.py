@@ -62,13 +62,8 @@ class ChatTeacher:
     ) -> None:
         self.settings = settings
         self._backoff = {"backoff_base_s": backoff_base_s, "backoff_cap_s": backoff_cap_s}
-        self._endpoint = OpenAIEndpoint(
-            settings.base_url,
-            settings.model,
-            api_key_env=settings.api_key_env,
-            timeout_s=settings.timeout_s,
-            max_retries=settings.max_retries,
-            concurrency=settings.concurrency,
+        self._endpoint = OpenAIEndpoint.of_section(
+            settings,
             **self._backoff,
             label="teacher",
             owner="ChatTeacher",
