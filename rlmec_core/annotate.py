@@ -209,6 +209,7 @@ def annotate_samples(
     verifier: Verifier | None = None,
     progress: bool = True,
     verdicts: Sequence[GrmVerdict] | None = None,
+    scored: Mapping[str, list[float]] | None = None,
     style: PromptStyle | None = None,
     error_step: ErrorStepSource = "generated",
 ) -> tuple[Dataset, dict[str, float]]:
@@ -225,7 +226,9 @@ def annotate_samples(
     elsewhere (a generation server); else ``grm_model`` makes them here, its first error
     step per ``error_step`` (``config.TrainGrmSection``): generated, or read off the
     likelihoods (``likelihood_error_steps``), whose pass then also gives every row's token
-    rewards. Rewards and reference log-probs are always this process's HF forward passes.
+    rewards. ``scored``: with ``verdicts``, the GRM's log-probs by sample id that such a
+    pass already made (of the incorrect rows), not computed again. Rewards and reference
+    log-probs are always this process's HF forward passes.
     """
     if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
         raise ValueError("tokenizer needs pad and eos tokens; load it with load_policy")
@@ -238,9 +241,10 @@ def annotate_samples(
 
     # a. Only incorrect samples need the GRM: a correct y is its own rewrite.
     incorrect = [row for row in unique if not row["correct"]]
-    scored: dict[str, list[float]] = {}  # sample_id -> the GRM's log-probs of its tokens
+    # sample_id -> the GRM's log-probs of its tokens, where a likelihood pass made them
+    known: dict[str, list[float]] = dict(scored or {})
     if verdicts is None:
-        verdicts, scored = _grm_verdicts(
+        verdicts, known = _grm_verdicts(
             grm_model, tokenizer, unique, style, error_step, max_new_tokens, **scoring
         )
     if len(verdicts) != len(incorrect):
@@ -248,7 +252,7 @@ def annotate_samples(
     pending, misses = _select(tokenizer, unique, verdicts, verifier, style)
 
     # b, c. One batched pass of each model over the same response ids.
-    grm_logprobs, ref_logprobs = _score(grm_model, ref_model, tokenizer, pending, scored, scoring)
+    grm_logprobs, ref_logprobs = _score(grm_model, ref_model, tokenizer, pending, known, scoring)
     out_rows, probs = [], []
     for p, grm_lp, ref_lp in zip(pending, grm_logprobs, ref_logprobs, strict=True):
         token_probs = [min(1.0, math.exp(v)) for v in grm_lp]

@@ -28,15 +28,17 @@ def annotate_task(ctx: RunContext, io: StageIO) -> StageResult:
     if not served_rewrites or error_step == "likelihood":
         local = load_policy(model_dir(io.inputs["grm"]), **loading)
     verdicts = None  # with a generation server, the GRM's rewrites come from there
+    scored = {}  # the likelihood pass's log-probs: the incorrect rows' token rewards too
     if served_rewrites:
         incorrect = rows_for_grm(samples)
         steps = None
         if error_step == "likelihood":  # read off this process's forward pass
             grm, tokenizer = local
             style = prompt_style(tokenizer, ctx.config.prompts.format)
-            steps, _ = likelihood_error_steps(
+            steps, logprobs = likelihood_error_steps(
                 grm, tokenizer, incorrect, batch_size=cfg.batch_size, style=style
             )
+            scored = {row["sample_id"]: lp for row, lp in zip(incorrect, logprobs, strict=True)}
         grm_dir = model_dir(io.inputs["grm"])
         with open_generator(ctx.config.generation, grm_dir, stage="annotate") as served:
             verdicts = grm_rewrites(
@@ -59,6 +61,7 @@ def annotate_task(ctx: RunContext, io: StageIO) -> StageResult:
         max_new_tokens=cfg.max_new_tokens,
         verifier=Verifier(ctx.config.verification),
         verdicts=verdicts,
+        scored=scored,
         style=style,
         error_step=error_step,
     )

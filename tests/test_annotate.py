@@ -283,6 +283,61 @@ def test_the_likelihood_verdict_is_the_step_of_the_first_penalised_token(
         assert a["rewrite"] == b["rewrite"] and a["grm_error_step"] == b["grm_error_step"]
 
 
+def test_verdicts_made_elsewhere_reuse_the_likelihood_pass_they_came_with(
+    tokenizer, grm, ref, monkeypatch
+):
+    # A generation server's rewrites, the steps read off this process's likelihood pass
+    # (tasks/annotate.py): that pass's log-probs are the incorrect rows' rewards, so only
+    # the correct row is scored by the GRM again, and the rows equal the local path's.
+    rows = [_sample("p1/0", RIGHT, True), _sample("p1/1", WRONG, False, 1)]
+    local, _ = annotate_samples(
+        rows,
+        grm,
+        ref,
+        tokenizer,
+        batch_size=2,
+        max_new_tokens=32,
+        progress=False,
+        error_step="likelihood",
+    )
+    incorrect = annotate_module.rows_for_grm(rows)
+    steps, logprobs = annotate_module.likelihood_error_steps(
+        grm, tokenizer, incorrect, batch_size=2, progress=False
+    )
+    verdicts = grm_module.grm_rewrites(
+        grm,
+        tokenizer,
+        incorrect,
+        batch_size=2,
+        max_new_tokens=32,
+        progress=False,
+        error_steps=steps,
+    )
+    scored_rows = []
+
+    def recording(model, prompts, responses, *, desc, **kwargs):
+        scored_rows.append((desc, len(prompts)))
+        return batched_response_logprobs(model, prompts, responses, desc=desc, **kwargs)
+
+    monkeypatch.setattr(annotate_module, "batched_response_logprobs", recording)
+    served, _ = annotate_samples(
+        rows,
+        grm,
+        ref,
+        tokenizer,
+        batch_size=2,
+        max_new_tokens=32,
+        progress=False,
+        verdicts=verdicts,
+        error_step="likelihood",
+        scored={r["sample_id"]: lp for r, lp in zip(incorrect, logprobs, strict=True)},
+    )
+    assert scored_rows == [("grm rewards", 1), ("ref log-probs", 2)]
+    for a, b in zip(served, local, strict=True):
+        assert a["rewards"] == pytest.approx(b["rewards"], abs=1e-6)
+        assert a["rewrite"] == b["rewrite"] and a["grm_error_step"] == b["grm_error_step"]
+
+
 def test_samples_missing_a_field_are_refused(tokenizer, grm, ref):
     row = _sample("p1/0", RIGHT, True)
     del row["error_step"]
