@@ -56,7 +56,8 @@ def _evaluate_one(ctx: RunContext, io: StageIO, role: str, label: str, sets: dic
 @stage_task("evaluate")
 def evaluate_task(ctx: RunContext, io: StageIO) -> StageResult:
     sets = eval_sets(io.inputs["data"], ctx.config.evaluate.split)
-    variant = ctx.config.train_policy.variant
+    # The trained policy's row is named by what its artifact says it was trained as.
+    variant = catalog.TRAINING.read(io.inputs["policy"])["variant"]
     rows = [
         *_evaluate_one(ctx, io, "initial", "initial", sets),
         *_evaluate_one(ctx, io, "policy", variant, sets),

@@ -39,6 +39,8 @@ def test_ablate_trains_each_variant_and_seed_on_shared_data(workspace):
     # ran, or cached if tune trained the same (variant, seed, rate) in this workspace first
     assert {row[1] for row in trained} <= {"ran", "cached"} and len(trained) == 4
     assert len({row[2] for row in trained}) == 4  # one policy per variant and seed
+    # The initial policy was evaluated once for every variant and seed (tasks/evaluate.py).
+    assert len(list((workspace / "scratch" / "evaluate-memo").glob("initial-*.json"))) == 1
 
     artifact = out.strip().splitlines()[-1].split()[-1]
     store = ArtifactStore(workspace)

@@ -55,7 +55,8 @@ def test_what_the_stages_are_known_to_read_is_found():
     assert "verification" in shared_sections("tasks.distill", "distill")
     assert "train_grm" in shared_sections("tasks.annotate", "annotate")  # the GRM's verdict
     assert "prompts" in shared_sections("tasks.train_policy", "train_policy")
-    assert "train_policy" in shared_sections("tasks.evaluate", "evaluate")  # the variant row
+    # A variant is named by its policy artifact: every variant shares the initial policy's rows.
+    assert "train_policy" not in shared_sections("tasks.evaluate", "evaluate")
 
 
 # One field of each section that is part of what it computes, and a value it does not have.
