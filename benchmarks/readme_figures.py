@@ -10,12 +10,18 @@ and ``<!-- /figures -->``, written as ``bootstrap dev accuracy 46.2%``, ``initia
 The script runs ``rlmec run`` for that profile in a new workspace (nothing cached), reads
 bootstrap's dev accuracy and the evaluation's results, and prints one row per figure:
 README, now, and whether they agree to the printed digit. Exit status 1 when any differs.
+
+The figures are exact for one set of torch's CPU kernels (torch picks them by the CPU's
+widest vector extension), so a block names the ones it was measured with,
+``ATEN_CPU_CAPABILITY=avx2``, and the run here uses those (a CPU without them falls back
+to narrower ones: the kernels printed then say why the figures moved).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -93,6 +99,19 @@ def cpu_name() -> str:
     return f"{model.group(1).strip() if model else 'unknown'} ({widest})"
 
 
+def readme_kernels(block: str) -> str | None:
+    """The torch CPU kernels a figures block was measured with (``ATEN_CPU_CAPABILITY=…``)."""
+    match = re.search(r"ATEN_CPU_CAPABILITY=(\w+)", block)
+    return match.group(1) if match else None
+
+
+def torch_kernels(env: dict[str, str]) -> str:
+    """The CPU kernels torch uses under ``env`` (``torch.backends.cpu``)."""
+    probe = "import torch; print(torch.backends.cpu.get_cpu_capability())"
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
+
+
 def _normalise(parts: tuple[str, ...]) -> str:
     return " ".join(p.replace("−", "-").lstrip("+") for p in parts)
 
@@ -107,14 +126,20 @@ def main() -> int:
     from rlmec_core.config import load_config
 
     variant = load_config(config).train_policy.variant
-    expected = readme_figures(readme_block(readme, args.profile), variant)
+    block = readme_block(readme, args.profile)
+    expected = readme_figures(block, variant)
+    env = dict(os.environ)
+    kernels = readme_kernels(block)
+    if kernels is not None:
+        env["ATEN_CPU_CAPABILITY"] = kernels
     workspace = args.workspace or Path(tempfile.mkdtemp(prefix=f"figures-{args.profile}-"))
     if workspace.exists() and any(workspace.iterdir()):
         raise SystemExit(f"{workspace}: not empty (the figures are measured from nothing)")
     command = [sys.executable, "-m", "flows.cli", "run", "--config", str(config)]
     command += ["--workspace", str(workspace)]
     print("$", " ".join(command), flush=True)
-    subprocess.run(command, cwd=ROOT, check=True)  # its log and table, as a user sees them
+    # Its log and table, as a user sees them.
+    subprocess.run(command, cwd=ROOT, check=True, env=env)
     from storage.run_records import load_run_records
 
     stages = load_run_records(workspace)[-1]["stages"]
@@ -122,7 +147,10 @@ def main() -> int:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
-    print(f"\n{args.profile}, commit {commit or '?'}, workspace {workspace}, CPU {cpu_name()}")
+    print(
+        f"\n{args.profile}, commit {commit or '?'}, workspace {workspace}, CPU {cpu_name()}, "
+        f"torch kernels {torch_kernels(env)} (README: {kernels or 'not named'})"
+    )
     print(f"| figure | README | now ({EVAL_SET}; dev for bootstrap) | same |")
     print("|---|---|---|---|")
     for name, value in expected.items():

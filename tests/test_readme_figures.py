@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,8 @@ def test_the_readme_states_every_headline_figure_of_tiny():
     variant = load_config(ROOT / "configs" / "tiny.yaml").train_policy.variant
     found = figures.readme_figures(block, variant)
     assert set(found) == {"bootstrap dev accuracy", "initial policy", variant}
+    # The kernels they were measured with, which the re-measurement uses.
+    assert figures.readme_kernels(block) in {"default", "avx2", "avx512", "zvector", "vsx"}
     for value in found.values():
         assert all(float(part) == float(part) for part in value.split())
 
@@ -45,6 +48,14 @@ def test_figures_are_read_with_their_signs_and_intervals_across_line_breaks():
         "initial policy": "55.8 53.0 58.7",
         "rlmec": "55.6 -0.2 -1.5 1.0",
     }
+
+
+def test_the_kernels_are_read_from_the_block_and_reach_torch():
+    assert figures.readme_kernels("torch's kernels: `ATEN_CPU_CAPABILITY=avx2`)") == "avx2"
+    assert figures.readme_kernels("no kernels named") is None
+    # torch takes the variable; "default" (no vector extension) is there on every CPU.
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
+    assert figures.torch_kernels(env) == "DEFAULT"
 
 
 def test_a_missing_figure_or_block_is_named():
