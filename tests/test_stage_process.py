@@ -17,7 +17,8 @@ from tests.slow_stage import stage_in
 
 def test_other_output_is_logged_as_it_is_and_stray_bytes_do_not_stop_the_relay(tmp_path, caplog):
     ctx, io = stage_in(tmp_path)
-    with caplog.at_level(logging.INFO):
+    # INFO for this logger here (another test may have set the project's loggers' level).
+    with caplog.at_level(logging.INFO, logger="tasks.stage_process"):
         result = run_stage_process("noisy", ctx, io)
     assert result["kind"] == "test"
     lines = [r.getMessage() for r in caplog.records if r.name == "tasks.stage_process"]
