@@ -50,6 +50,17 @@ class DistillError(RuntimeError):
         )
         self.sample_id = sample_id
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its message (a time-limited stage's child sends its error pickled).
+        return (_distill_error, (str(self), self.sample_id))
+
+
+def _distill_error(message: str, sample_id: str) -> DistillError:
+    error = DistillError.__new__(DistillError)
+    RuntimeError.__init__(error, message)
+    error.sample_id = sample_id
+    return error
+
 
 class _Abstaining:
     """The verdict of a teacher that gave up on a sample: none."""

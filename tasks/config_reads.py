@@ -5,9 +5,11 @@ changes, and a hand-kept list of those sections goes stale as soon as someone re
 more. So the list is derived from the code, as its fingerprint is (``tasks.fingerprint``):
 the modules of the stage's import closure are searched for ``<...>config.<section>``.
 
-The search relies on one convention, checked here: the pipeline config is only ever named
-``config`` or ``<something>config`` (a parameter annotated ``PipelineConfig`` or a name
-bound to ``<...>.config`` under another name stops the derivation with its file and line).
+The search relies on one convention: the pipeline config is only ever named ``config`` or
+``<something>config``. What it can see of a breach stops the derivation with its file and
+line: a parameter or variable annotated ``PipelineConfig``, or a name or attribute bound to
+a run context's ``.config``, under another name. What it cannot see: the config passed to
+an unannotated parameter of another name (annotate such a parameter).
 """
 
 from __future__ import annotations
@@ -34,15 +36,40 @@ def _names_config(node: ast.AST) -> bool:
     return name.endswith("config")
 
 
+def _target_name(target: ast.AST) -> str | None:
+    """The name an assignment target binds: ``x`` or ``….x``; None for others (tuples)."""
+    if isinstance(target, ast.Name):
+        return target.id
+    return target.attr if isinstance(target, ast.Attribute) else None
+
+
+def _is_pipeline_config(value: ast.AST | None, annotation: ast.AST | None) -> bool:
+    """An annotation naming ``PipelineConfig``, or a value ``<ctx>.config`` (the run
+    context's; a model's ``.config`` is another thing)."""
+    if annotation is not None and "PipelineConfig" in ast.unparse(annotation):
+        return True
+    if not (isinstance(value, ast.Attribute) and value.attr == "config"):
+        return False
+    owner = value.value
+    name = owner.id if isinstance(owner, ast.Name) else getattr(owner, "attr", "")
+    return name.endswith(("ctx", "context"))
+
+
 def _misnamed_config(node: ast.AST) -> str | None:
     """The name ``node`` gives the pipeline config, when the search cannot follow it."""
-    if isinstance(node, ast.arg) and node.annotation is not None:
-        annotated = "PipelineConfig" in ast.unparse(node.annotation)
-        return node.arg if annotated and not node.arg.endswith("config") else None
-    if isinstance(node, ast.Assign) and getattr(node.value, "attr", "") == "config":
-        names = [t.id for t in node.targets if isinstance(t, ast.Name)]
-        return next((name for name in names if not name.endswith("config")), None)
-    return None
+    if isinstance(node, ast.arg):
+        bound, targets = _is_pipeline_config(None, node.annotation), [node.arg]
+    elif isinstance(node, ast.Assign):
+        bound, targets = _is_pipeline_config(node.value, None), node.targets
+    elif isinstance(node, ast.AnnAssign | ast.NamedExpr):
+        annotation = getattr(node, "annotation", None)
+        bound, targets = _is_pipeline_config(node.value, annotation), [node.target]
+    else:
+        return None
+    if not bound:
+        return None
+    names = [t if isinstance(t, str) else _target_name(t) for t in targets]
+    return next((n for n in names if n is not None and not n.endswith("config")), None)
 
 
 def sections_read(path: Path) -> set[str]:

@@ -6,8 +6,8 @@ Two kinds of stage cannot run in the task's process: one with ``timeout_seconds`
 
 - in: a JSON payload in the stage's scratch folder: the config, the run context, the
   stage's IO and this process's logger levels;
-- records: each log record of the child (of every rank-0 logger, Prefect's included) is
-  one line of its standard output (``rlmec_core.processes.encode_record``), handled here
+- records: each log record of the child (every rank-0 logger that propagates to the
+  root; Prefect's are made to) is one line of its standard output (``rlmec_core.processes.encode_record``), handled here
   under its logger name in the calling thread, where Prefect's run context is, so that it
   becomes the task run's log like a record logged here; other lines are logged as they are;
 - result: a JSON file the child (rank 0) writes atomically: the ``StageResult``, or the
@@ -49,9 +49,10 @@ from rlmec_core.processes import (
 from storage.atomic import write_json_atomic
 
 LOG_POLL_SECONDS = 0.2  # how often the wait for the child's lines checks its deadline
+EXIT_GRACE_SECONDS = 2.0  # how long lines are still read after the child exited
 OUTPUT_TAIL_LINES = 60  # the child's last lines, shown when it dies without a result
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("tasks.stage_process")  # also when run as __main__
 
 
 class DeadlinePassed(TimeoutError):
@@ -123,26 +124,50 @@ def _read_lines(stream: Any, lines: queue.Queue[str | None]) -> None:
         lines.put(None)  # end of output, however reading it ended
 
 
+def _relay_queued(lines: queue.Queue[str | None], tail: deque[str]) -> bool:
+    """Relay the lines read so far; whether the end of the output was among them."""
+    while True:
+        try:
+            line = lines.get_nowait()
+        except queue.Empty:
+            return False
+        if line is None:
+            return True
+        tail.append(line)
+        _relay(line)
+
+
 def _relay_until_exit(process: subprocess.Popen, seconds: float | None, tail: deque[str]) -> int:
     """Relay the child's lines in this thread until it exits; its exit code. Kills it and
-    raises ``DeadlinePassed`` after ``seconds``."""
+    raises ``DeadlinePassed`` after ``seconds``, once what it wrote until then is relayed.
+
+    The child's exit decides, not the end of its output: a process it started may hold the
+    pipe open after it. What it wrote before exiting is relayed for ``EXIT_GRACE_SECONDS``.
+    """
     deadline = None if seconds is None else time.monotonic() + seconds
     lines: queue.Queue[str | None] = queue.Queue()
     threading.Thread(target=_read_lines, args=(process.stdout, lines), daemon=True).start()
+    exited_at = None
     while True:
-        left = None if deadline is None else deadline - time.monotonic()
-        if left is not None and left <= 0:
-            process.kill()  # a record it was writing may be cut off: it is not read again
-            process.wait()
-            raise DeadlinePassed(f"killed after {seconds:g} s")
         try:
-            line = lines.get(timeout=LOG_POLL_SECONDS if left is None else min(left, 1.0))
+            line = lines.get(timeout=LOG_POLL_SECONDS)
         except queue.Empty:
-            continue
-        if line is None:
-            return process.wait()
-        tail.append(line)
-        _relay(line)
+            pass
+        else:
+            if line is None:  # the end of its output: it has exited, or is about to
+                return process.wait()
+            tail.append(line)
+            _relay(line)
+        if process.poll() is not None:
+            exited_at = exited_at or time.monotonic()
+            if time.monotonic() - exited_at > EXIT_GRACE_SECONDS:
+                _relay_queued(lines, tail)
+                return process.wait()
+        elif deadline is not None and time.monotonic() >= deadline:
+            process.kill()  # a record it was writing may be cut off
+            process.wait()
+            _relay_queued(lines, tail)
+            raise DeadlinePassed(f"killed after {seconds:g} s")
 
 
 def _raise_child_error(report: dict[str, Any]) -> None:
@@ -265,7 +290,8 @@ def run_child(stage: str, payload_path: str) -> int:
         from tasks.stage_registry import raw_stage_function
 
         result = raw_stage_function(stage)(*_rebuild(payload))
-        result.metrics["peak_rss_mib"] = peak_rss_mib()  # this fresh process's own peak
+        # This fresh process's own peak; a launched stage's rank 0 reported its own.
+        result.metrics.setdefault("peak_rss_mib", peak_rss_mib())
         report: dict[str, Any] = {"ok": True, "result": asdict(result)}
     except BaseException as exc:  # report any failure to the parent, then exit non-zero
         report = {

@@ -44,6 +44,16 @@ def vanishing(ctx, io):
     os._exit(3)
 
 
+@stage_task("leaving_a_helper")
+def leaving_a_helper(ctx, io):
+    """Returns while a process it started still holds its output open (a server, say)."""
+    import subprocess
+
+    helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    (io.scratch / "helper.pid").write_text(str(helper.pid))
+    return StageResult(kind="test")
+
+
 @stage_task("refusing")
 def refusing(ctx, io):
     raise InputError(f"{io.scratch}/x.jsonl: line 3: no 'question' field")

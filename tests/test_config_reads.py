@@ -32,13 +32,22 @@ def test_the_search_finds_reads(tmp_path):
     [
         "def f(settings: PipelineConfig):\n    settings.prompts\n",
         "def f(ctx):\n    cfg = ctx.config\n    cfg.prompts\n",
+        "def f(ctx):\n    c: PipelineConfig = load()\n    c.prompts\n",
+        "def f(self, ctx):\n    self.cfg = ctx.config\n    self.cfg.prompts\n",
+        "def f(ctx):\n    if (cfg := ctx.config):\n        cfg.prompts\n",
     ],
 )
 def test_a_config_under_another_name_stops_the_search_with_its_line(tmp_path, source):
     path = tmp_path / "stage.py"
     path.write_text(source)
-    with pytest.raises(ConfigNamingError, match=r"stage\.py:[12]: .*name it 'config'"):
+    with pytest.raises(ConfigNamingError, match=r"stage\.py:[1-3]: .*name it 'config'"):
         sections_read(path)
+
+
+def test_a_models_config_under_any_name_is_not_the_pipelines(tmp_path):
+    path = tmp_path / "stage.py"
+    path.write_text("def f(model, ctx):\n    cfg = model.config\n    config = ctx.config\n")
+    assert sections_read(path) == set()
 
 
 @pytest.mark.parametrize("stage", STAGES)

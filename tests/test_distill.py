@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import threading
 import time
 from pathlib import Path
@@ -469,3 +470,11 @@ def test_metrics_count_what_the_checker_caught():
     # Unverified rewrites are not kept: not in the histogram nor the edit figures.
     assert (metrics["error_step_0"], metrics["error_step_1"]) == (1, 1)
     assert metrics["mean_edit_distance"] == pytest.approx(1.0)
+
+
+def test_a_distill_error_survives_the_trip_back_from_a_child_process():
+    # A time-limited stage's child sends its error pickled (tasks/stage_process.py).
+    error = DistillError("p02/0", "chat", ConnectionError("teacher API down"), "3 done")
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is DistillError and str(again) == str(error)
+    assert again.sample_id == "p02/0"

@@ -6,7 +6,11 @@ other ways to behave: output that is no record, dying without a result, a typed 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
+import time
 
 import pytest
 
@@ -42,3 +46,16 @@ def test_the_childs_error_is_raised_as_itself_with_its_traceback(tmp_path):
     cause = failure.value.__cause__
     assert isinstance(cause, WorkerTraceback)
     assert "in refusing" in str(cause) and "Traceback" in str(cause)
+
+
+def test_the_childs_exit_ends_the_wait_even_while_its_helper_holds_the_output(tmp_path):
+    # Not reported as timed out, nor waited on until the helper closes the pipe.
+    ctx, io = stage_in(tmp_path)
+    started = time.monotonic()
+    try:
+        result = run_stage_process("leaving_a_helper", ctx, io, seconds=40)
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int((io.scratch / "helper.pid").read_text()), signal.SIGKILL)
+    assert result["kind"] == "test"
+    assert time.monotonic() - started < 30  # the helper sleeps 60 s
