@@ -290,29 +290,13 @@ def test_verdicts_made_elsewhere_reuse_the_likelihood_pass_they_came_with(
     # (tasks/annotate.py): that pass's log-probs are the incorrect rows' rewards, so only
     # the correct row is scored by the GRM again, and the rows equal the local path's.
     rows = [_sample("p1/0", RIGHT, True), _sample("p1/1", WRONG, False, 1)]
-    local, _ = annotate_samples(
-        rows,
-        grm,
-        ref,
-        tokenizer,
-        batch_size=2,
-        max_new_tokens=32,
-        progress=False,
-        error_step="likelihood",
-    )
+    settings = {"batch_size": 2, "max_new_tokens": 32, "progress": False}
+    local, _ = annotate_samples(rows, grm, ref, tokenizer, error_step="likelihood", **settings)
     incorrect = annotate_module.rows_for_grm(rows)
     steps, logprobs = annotate_module.likelihood_error_steps(
         grm, tokenizer, incorrect, batch_size=2, progress=False
     )
-    verdicts = grm_module.grm_rewrites(
-        grm,
-        tokenizer,
-        incorrect,
-        batch_size=2,
-        max_new_tokens=32,
-        progress=False,
-        error_steps=steps,
-    )
+    verdicts = grm_module.grm_rewrites(grm, tokenizer, incorrect, error_steps=steps, **settings)
     scored_rows = []
 
     def recording(model, prompts, responses, *, desc, **kwargs):
@@ -320,17 +304,16 @@ def test_verdicts_made_elsewhere_reuse_the_likelihood_pass_they_came_with(
         return batched_response_logprobs(model, prompts, responses, desc=desc, **kwargs)
 
     monkeypatch.setattr(annotate_module, "batched_response_logprobs", recording)
+    scored = {r["sample_id"]: lp for r, lp in zip(incorrect, logprobs, strict=True)}
     served, _ = annotate_samples(
         rows,
         grm,
         ref,
         tokenizer,
-        batch_size=2,
-        max_new_tokens=32,
-        progress=False,
         verdicts=verdicts,
+        scored=scored,
         error_step="likelihood",
-        scored={r["sample_id"]: lp for r, lp in zip(incorrect, logprobs, strict=True)},
+        **settings,
     )
     assert scored_rows == [("grm rewards", 1), ("ref log-probs", 2)]
     for a, b in zip(served, local, strict=True):
