@@ -19,7 +19,7 @@ from functools import cache
 from pathlib import Path
 
 from rlmec_core.config import PipelineConfig
-from tasks.fingerprint import PROJECT_ROOT, closure_files, project_packages
+from tasks.fingerprint import project_closure
 
 SECTIONS = frozenset(PipelineConfig.model_fields)
 # In no stage's shared key: run (its seed is in every key already) and tracking (where runs
@@ -31,16 +31,9 @@ class ConfigNamingError(ValueError):
     """The config under a name the search cannot follow: its sections would be missed."""
 
 
-def _names_config(node: ast.AST) -> bool:
-    name = node.id if isinstance(node, ast.Name) else getattr(node, "attr", "")
-    return name.endswith("config")
-
-
-def _target_name(target: ast.AST) -> str | None:
-    """The name an assignment target binds: ``x`` or ``….x``; None for others (tuples)."""
-    if isinstance(target, ast.Name):
-        return target.id
-    return target.attr if isinstance(target, ast.Attribute) else None
+def _name(node: ast.AST) -> str:
+    """The name ``node`` is known by: ``x`` for ``x`` and ``….x``; "" for anything else."""
+    return node.id if isinstance(node, ast.Name) else getattr(node, "attr", "")
 
 
 def _is_pipeline_config(value: ast.AST | None, annotation: ast.AST | None) -> bool:
@@ -50,9 +43,7 @@ def _is_pipeline_config(value: ast.AST | None, annotation: ast.AST | None) -> bo
         return True
     if not (isinstance(value, ast.Attribute) and value.attr == "config"):
         return False
-    owner = value.value
-    name = owner.id if isinstance(owner, ast.Name) else getattr(owner, "attr", "")
-    return name.endswith(("ctx", "context"))
+    return _name(value.value).endswith(("ctx", "context"))
 
 
 def _misnamed_config(node: ast.AST) -> str | None:
@@ -68,8 +59,8 @@ def _misnamed_config(node: ast.AST) -> str | None:
         return None
     if not bound:
         return None
-    names = [t if isinstance(t, str) else _target_name(t) for t in targets]
-    return next((n for n in names if n is not None and not n.endswith("config")), None)
+    names = [t if isinstance(t, str) else _name(t) for t in targets]
+    return next((n for n in names if n and not n.endswith("config")), None)
 
 
 def sections_read(path: Path) -> set[str]:
@@ -82,7 +73,11 @@ def sections_read(path: Path) -> set[str]:
                 f"{path}:{node.lineno}: {misnamed!r} holds the pipeline config; name it "
                 "'config' (or '<something>config') so that its reads are part of the cache key"
             )
-        if isinstance(node, ast.Attribute) and node.attr in SECTIONS and _names_config(node.value):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr in SECTIONS
+            and _name(node.value).endswith("config")
+        ):
             found.add(node.attr)
     return found
 
@@ -91,7 +86,7 @@ def sections_read(path: Path) -> set[str]:
 def shared_sections(module: str, stage: str) -> tuple[str, ...]:
     """The sections besides its own that the code of ``stage`` (defined in ``module``)
     reads, sorted; found once per process, like the module's import closure."""
-    files = closure_files(module, PROJECT_ROOT, project_packages())
+    files = project_closure(module)
     read = set().union(
         *(sections_read(path) for name, path in files.items() if name != "rlmec_core.config")
     )

@@ -125,13 +125,15 @@ def closure_files(module: str, root: Path, packages: tuple[str, ...]) -> dict[st
 
 
 @cache
-def _project_closure(module: str) -> dict[str, Path]:
+def project_closure(module: str) -> dict[str, Path]:
+    """{module: file} of ``module``'s import closure in this project, found once per process
+    (the code fingerprint hashes these files; ``tasks.config_reads`` searches them)."""
     return closure_files(module, PROJECT_ROOT, project_packages())
 
 
 def code_closure(module: str) -> list[str]:
     """The modules a stage module's fingerprint covers (cached once per process)."""
-    return sorted(_project_closure(module))
+    return sorted(project_closure(module))
 
 
 def fingerprint_files(paths: Iterable[Path], root: Path) -> str:
@@ -148,4 +150,4 @@ def code_fingerprint(module: str) -> str:
     The closure is cached, the bytes are read on every call: a cache key always describes
     the files as they are on disk now.
     """
-    return fingerprint_files(_project_closure(module).values(), PROJECT_ROOT)
+    return fingerprint_files(project_closure(module).values(), PROJECT_ROOT)

@@ -124,17 +124,20 @@ def _read_lines(stream: Any, lines: queue.Queue[str | None]) -> None:
         lines.put(None)  # end of output, however reading it ended
 
 
-def _relay_queued(lines: queue.Queue[str | None], tail: deque[str]) -> bool:
-    """Relay the lines read so far; whether the end of the output was among them."""
-    while True:
-        try:
-            line = lines.get_nowait()
-        except queue.Empty:
-            return False
+def _relay_lines(lines: queue.Queue[str | None], tail: deque[str], wait: float) -> bool:
+    """Relay the lines queued by now, waiting up to ``wait`` seconds for the first; whether
+    the child's output has ended. A bounded batch: the caller checks the deadline after it."""
+    try:
+        batch = [lines.get(timeout=wait)]
+    except queue.Empty:
+        return False
+    batch += [lines.get_nowait() for _ in range(lines.qsize())]  # only this thread reads
+    for line in batch:
         if line is None:
             return True
         tail.append(line)
         _relay(line)
+    return False
 
 
 def _relay_until_exit(process: subprocess.Popen, seconds: float | None, tail: deque[str]) -> int:
@@ -148,26 +151,17 @@ def _relay_until_exit(process: subprocess.Popen, seconds: float | None, tail: de
     lines: queue.Queue[str | None] = queue.Queue()
     threading.Thread(target=_read_lines, args=(process.stdout, lines), daemon=True).start()
     exited_at = None
-    while True:
-        try:
-            line = lines.get(timeout=LOG_POLL_SECONDS)
-        except queue.Empty:
-            pass
-        else:
-            if line is None:  # the end of its output: it has exited, or is about to
-                return process.wait()
-            tail.append(line)
-            _relay(line)
+    while not _relay_lines(lines, tail, LOG_POLL_SECONDS):
         if process.poll() is not None:
             exited_at = exited_at or time.monotonic()
             if time.monotonic() - exited_at > EXIT_GRACE_SECONDS:
-                _relay_queued(lines, tail)
-                return process.wait()
+                break
         elif deadline is not None and time.monotonic() >= deadline:
             process.kill()  # a record it was writing may be cut off
             process.wait()
-            _relay_queued(lines, tail)
+            _relay_lines(lines, tail, 0)
             raise DeadlinePassed(f"killed after {seconds:g} s")
+    return process.wait()
 
 
 def _raise_child_error(report: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ from tasks.config_reads import (
     shared_sections,
     stage_hash,
 )
-from tasks.fingerprint import PROJECT_ROOT, closure_files, project_packages
+from tasks.fingerprint import project_closure
 
 
 def test_the_search_finds_reads(tmp_path):
@@ -53,7 +53,7 @@ def test_a_models_config_under_any_name_is_not_the_pipelines(tmp_path):
 @pytest.mark.parametrize("stage", STAGES)
 def test_each_stage_is_seen_reading_its_own_section(stage):
     # The search works on the real code: every stage reads its own section somewhere.
-    files = closure_files(f"tasks.{stage}", PROJECT_ROOT, project_packages())
+    files = project_closure(f"tasks.{stage}")
     assert any(stage in sections_read(path) for path in files.values())
     assert not set(shared_sections(f"tasks.{stage}", stage)) & (NEVER_SHARED | {stage})
 
